@@ -1,0 +1,71 @@
+"""AMD: the appearance and motion pathways bound by segment flow (SPEC 1)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .appearance import AppearanceNet
+from .config import ModelConfig
+from .motion import MotionNet
+from .segment_flow import compose, resize_masks
+
+
+@dataclass
+class AMDOutput:
+    masks1: torch.Tensor  # (B, c, H/8, W/8) soft masks S of frame 1
+    masks2: torch.Tensor  # (B, c, H/8, W/8) soft masks S of frame 2
+    flows12: list  # (B, 2, h, w) segment flow that rebuilds frame 1 by sampling frame 2; full size, 1/8, 1/16, ...
+    flows21: list  # the same for frame 2 from frame 1
+    segment_flow12: torch.Tensor  # (B, c, 2) one vector F_m per segment, pixels of the full-size frame
+    segment_flow21: torch.Tensor
+
+
+class AMD(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        if cfg.motion.mask_source not in ("sampled", "target"):
+            raise ValueError(f"model.motion.mask_source must be 'sampled' or 'target', got {cfg.motion.mask_source!r}")
+        self.cfg = cfg
+        self.appearance = AppearanceNet(cfg.appearance, cfg.num_segments)
+        self.motion = MotionNet(cfg.motion)
+
+    def forward(self, frame1: torch.Tensor, frame2: torch.Tensor) -> AMDOutput:
+        """frame1, frame2: (B, 3, H, W) in 0..1."""
+        b = frame1.shape[0]
+        masks = self.appearance(torch.cat([frame1, frame2]))  # (2B, c, H/8, W/8)
+        masks1, masks2 = masks[:b], masks[b:]
+        # Eq. 7: to rebuild frame i by sampling frame j, the segment flow is
+        # built from the masks of the sampled frame j (released code), or of i.
+        if self.cfg.motion.mask_source == "sampled":
+            masks12, masks21 = masks2, masks1
+        else:
+            masks12, masks21 = masks1, masks2
+        motion_size = tuple(self.cfg.motion.input_size or frame1.shape[-2:])
+        motion_frames = F.interpolate(torch.cat([frame1, frame2]), size=motion_size, mode="bilinear", align_corners=False)
+        levels12, levels21 = self.motion(motion_frames[:b], motion_frames[b:], masks12, masks21)
+        image_size = tuple(frame1.shape[-2:])
+        flows12, segment_flow12 = flow_pyramid(levels12, masks12, image_size, motion_size)
+        flows21, segment_flow21 = flow_pyramid(levels21, masks21, image_size, motion_size)
+        return AMDOutput(masks1, masks2, flows12, flows21, segment_flow12, segment_flow21)
+
+
+def flow_pyramid(levels: list, masks: torch.Tensor, image_size: tuple, motion_size: tuple) -> tuple:
+    """Compose the segment flow of each level on the image grid: full size, then 1/8, 1/16, ...
+
+    levels: (B, c, 2) segment flows in pixels of the motion input, coarse to 1/4.
+    The 1/4 level gives the full-size flow (as PWC-Lite upsamples x4); each
+    coarser level k gives the flow at 1/2^(k+2) of the image.
+    """
+    height, width = image_size
+    flows = []
+    for k, segment_flow in enumerate(reversed(levels)):
+        factor = 1 if k == 0 else 2 ** (k + 2)
+        h, w = max(height // factor, 1), max(width // factor, 1)
+        scale = torch.tensor([w / motion_size[1], h / motion_size[0]], device=masks.device)
+        flows.append(compose(segment_flow * scale, resize_masks(masks, (h, w))))  # (B, 2, h, w), eq. 6
+        if k == 0:
+            full_size = segment_flow * scale
+    return flows, full_size
