@@ -1,0 +1,92 @@
+"""Warping, occlusion and the view synthesis objective (SPEC 1.4)."""
+import torch
+
+from objectness.amd import AMD
+from objectness.config import LossConfig, load_config
+from objectness.loss import photometric_distance, ssim_distance, view_synthesis_loss
+from objectness.warp import backward_warp, non_occlusion_mask, range_map
+
+
+def smooth_image(h=32, w=40, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, 3, h // 4, w // 4, generator=g)
+    return torch.nn.functional.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
+
+
+def constant_flow(dx, dy, h=32, w=40):
+    return torch.tensor([dx, dy], dtype=torch.float32).view(1, 2, 1, 1).expand(1, 2, h, w)
+
+
+def test_zero_flow_warp_is_the_identity():
+    image = torch.rand(2, 3, 17, 23)
+    assert torch.allclose(backward_warp(image, torch.zeros(2, 2, 17, 23)), image, atol=1e-5)
+
+
+def test_integer_shift_recovers_the_shifted_image():
+    image = smooth_image()
+    shifted = torch.roll(image, shifts=(2, 3), dims=(2, 3))  # shifted(p) = image(p - (3, 2))
+    recovered = backward_warp(shifted, constant_flow(3, 2))  # image(p) = shifted(p + (3, 2))
+    assert torch.allclose(recovered[..., :-2, :-3], image[..., :-2, :-3], atol=1e-5)
+
+
+def test_subpixel_warp_interpolates_linearly():
+    ramp = torch.arange(10.0).view(1, 1, 1, 10).expand(1, 1, 4, 10)
+    warped = backward_warp(ramp, constant_flow(0.25, 0, 4, 10))
+    assert torch.allclose(warped[..., :-1], ramp[..., :-1] + 0.25, atol=1e-5)
+
+
+def test_ssim_distance_is_zero_for_equal_images_and_positive_otherwise():
+    image = smooth_image()
+    assert ssim_distance(image, image).abs().max() < 1e-5
+    assert ssim_distance(image, smooth_image(seed=1)).mean() > 0.05
+
+
+def test_photometric_distance_weights_l1_and_ssim():
+    a, b = smooth_image(), smooth_image(seed=1)
+    only_l1 = photometric_distance(a, b, LossConfig(l1_weight=1.0, ssim_weight=0.0))
+    assert torch.allclose(only_l1, (a - b).abs().mean(1, keepdim=True))
+    mixed = photometric_distance(a, b, LossConfig())
+    expected = (0.15 * (a - b).abs() + 0.85 * ssim_distance(a, b)).mean(1, keepdim=True)
+    assert torch.allclose(mixed, expected)
+
+
+def test_range_map_is_one_under_zero_flow():
+    assert torch.allclose(range_map(torch.zeros(1, 2, 8, 9)), torch.ones(1, 1, 8, 9))
+
+
+def test_occlusion_is_detected_where_a_shift_uncovers_pixels():
+    # Frame 2 is frame 1 moved 3 px right: the 3 leftmost columns of frame 2 are
+    # new, and frame 1's 3 rightmost columns leave the view. The flow 2->1 is
+    # (-3, 0): frame 2's pixels land 3 px to the left in frame 1, so nothing
+    # lands on frame 1's rightmost columns.
+    visible1 = non_occlusion_mask(constant_flow(-3, 0, 8, 12))
+    assert visible1[..., :, -3:].sum() == 0
+    assert visible1[..., :, :-3].min() == 1
+
+
+def test_loss_is_lower_for_the_true_flow_than_for_zero_flow():
+    from types import SimpleNamespace
+    frame1 = smooth_image(64, 64)
+    frame2 = torch.roll(frame1, shifts=(0, 4), dims=(2, 3))  # content moves 4 px right
+    def out_with(flow_x):
+        f12, f21 = constant_flow(flow_x, 0, 64, 64), constant_flow(-flow_x, 0, 64, 64)
+        return SimpleNamespace(flows12=[f12], flows21=[f21])
+    cfg = LossConfig(level_weights=(1.0,))
+    true_loss, _ = view_synthesis_loss(frame1, frame2, out_with(4.0), cfg)
+    zero_loss, _ = view_synthesis_loss(frame1, frame2, out_with(0.0), cfg)
+    assert true_loss < 0.02 < zero_loss
+
+
+def test_gradients_reach_both_networks():
+    cfg = load_config(None, ["model.appearance.depth=18", "model.appearance.width=8",
+                             "model.motion.input_size=null", "model.motion.pyramid_channels=[8,16,16,24,24]"])
+    model = AMD(cfg.model)
+    frame1 = smooth_image(64, 64)
+    out = model(frame1, torch.roll(frame1, 2, dims=3))
+    loss, terms = view_synthesis_loss(frame1, torch.roll(frame1, 2, dims=3), out, cfg.loss)
+    loss.backward()
+    for name, net in [("appearance", model.appearance), ("motion", model.motion)]:
+        grads = [p.grad.abs().sum() for p in net.parameters() if p.grad is not None]
+        assert grads and sum(grads) > 0, f"no gradient reached the {name} network"
+    assert model.appearance.head.classifier.weight.grad.abs().sum() > 0
+    assert set(terms) >= {"photometric_0", "photometric_3", "visible"}

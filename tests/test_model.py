@@ -1,0 +1,114 @@
+"""The model of SPEC 1.1-1.3: shapes, the paper's equations, parameter counts."""
+import torch
+import pytest
+
+from objectness.amd import AMD
+from objectness.appearance import AppearanceNet
+from objectness.config import AppearanceConfig, load_config
+from objectness.correlation import correlation
+from objectness.segment_flow import compose, masked_average_pool, resize_masks
+
+
+def small_model_config(**extra):
+    overrides = ["model.appearance.depth=18", "model.appearance.width=8", "model.motion.input_size=null",
+                 "model.motion.pyramid_channels=[8,16,16,24,24]"]
+    return load_config(None, overrides + [f"{k}={v}" for k, v in extra.items()]).model
+
+
+def test_paper_parameter_counts_equal_the_released_model():
+    model = AMD(load_config("paper").model)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(model.appearance.backbone) == 23_508_032
+    assert count(model.appearance.head) == 5_310_725
+    assert count(model.appearance) == 28_818_757
+    assert count(model.motion) == 1_721_714
+
+
+@pytest.mark.parametrize("depth,stride", [(18, 8), (34, 16), (50, 8)])
+def test_masks_are_a_softmax_at_the_output_stride(depth, stride):
+    net = AppearanceNet(AppearanceConfig(depth=depth, width=8, output_stride=stride), num_segments=5).eval()
+    masks = net(torch.rand(2, 3, 64, 96))
+    assert masks.shape == (2, 5, 64 // stride, 96 // stride)
+    assert torch.allclose(masks.sum(dim=1), torch.ones(2, 64 // stride, 96 // stride), atol=1e-5)
+    assert (masks >= 0).all()
+
+
+def naive_correlation(f1, f2, r):
+    b, c, h, w = f1.shape
+    out = torch.zeros(b, (2 * r + 1) ** 2, h, w)
+    for y in range(h):
+        for x in range(w):
+            for dy in range(-r, r + 1):
+                for dx in range(-r, r + 1):
+                    if 0 <= y + dy < h and 0 <= x + dx < w:
+                        k = (dy + r) * (2 * r + 1) + (dx + r)
+                        out[:, k, y, x] = (f1[:, :, y, x] * f2[:, :, y + dy, x + dx]).mean(1)
+    return out
+
+
+def test_correlation_equals_the_naive_reference():
+    torch.manual_seed(0)
+    f1, f2 = torch.randn(2, 6, 7, 9), torch.randn(2, 6, 7, 9)
+    assert torch.allclose(correlation(f1, f2, 3), naive_correlation(f1, f2, 3), atol=1e-6)
+
+
+def test_correlation_peaks_at_the_true_displacement():
+    f1 = torch.randn(1, 16, 20, 20)
+    f2 = torch.roll(f1, shifts=(2, -1), dims=(2, 3))  # f2(p + (dx=-1, dy=2)) = f1(p)
+    volume = correlation(f1, f2, 4)[0, :, 8:12, 8:12]
+    assert (volume.mean(dim=(1, 2)).argmax() == (2 + 4) * 9 + (-1 + 4)).item()
+
+
+def test_masked_average_pool_equals_a_direct_loop():
+    torch.manual_seed(0)
+    features, masks = torch.randn(2, 4, 5, 6), torch.rand(2, 3, 5, 6)
+    pooled = masked_average_pool(features, masks, eps=0)
+    for b in range(2):
+        for m in range(3):
+            expected = sum(features[b, :, y, x] * masks[b, m, y, x] for y in range(5) for x in range(6))
+            expected = expected / masks[b, m].sum()
+            assert torch.allclose(pooled[b, m], expected, atol=1e-5)
+
+
+def test_composition_lays_each_segment_vector_on_its_mask():
+    masks = torch.zeros(1, 2, 4, 4)
+    masks[0, 0, :, :2] = 1  # left half: segment 0
+    masks[0, 1, :, 2:] = 1
+    segment_flow = torch.tensor([[[1.0, -2.0], [0.5, 3.0]]])  # (1, 2 segments, xy)
+    flow = compose(segment_flow, masks)
+    assert torch.equal(flow[0, :, :, :2], torch.tensor([1.0, -2.0]).view(2, 1, 1).expand(2, 4, 2))
+    assert torch.equal(flow[0, :, :, 2:], torch.tensor([0.5, 3.0]).view(2, 1, 1).expand(2, 4, 2))
+    soft = torch.full((1, 2, 1, 1), 0.5)
+    assert torch.allclose(compose(segment_flow, soft)[0, :, 0, 0], torch.tensor([0.75, 0.5]))
+
+
+def test_resized_masks_still_sum_to_one():
+    masks = torch.rand(1, 5, 12, 12).softmax(1)
+    for size in [(3, 5), (24, 40), (12, 20)]:
+        assert torch.allclose(resize_masks(masks, size).sum(1), torch.ones(1, *size), atol=1e-5)
+
+
+def test_forward_gives_flows_at_every_level_and_full_size_first():
+    model = AMD(small_model_config())
+    out = model(torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64))
+    assert out.masks1.shape == out.masks2.shape == (2, 5, 8, 8)
+    assert [f.shape[-1] for f in out.flows12] == [64, 8, 4, 2]
+    assert out.segment_flow12.shape == (2, 5, 2)
+
+
+def test_uniform_masks_give_a_single_flow_vector():
+    """With one segment the composed flow is the same vector everywhere."""
+    model = AMD(small_model_config(**{"model.num_segments": 1})).eval()
+    out = model(torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64))
+    flow = out.flows12[0]
+    assert torch.allclose(flow, flow[:, :, :1, :1].expand_as(flow), atol=1e-5)
+
+
+@pytest.mark.parametrize("source", ["sampled", "target"])
+def test_mask_source_picks_whose_masks_carry_the_flow(source):
+    model = AMD(small_model_config(**{"model.motion.mask_source": source})).eval()
+    frame1, frame2 = torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64)
+    out = model(frame1, frame2)
+    masks = out.masks2 if source == "sampled" else out.masks1
+    expected = compose(out.segment_flow12, resize_masks(masks, (64, 64)))
+    assert torch.allclose(out.flows12[0], expected, atol=1e-5)
