@@ -77,6 +77,8 @@ class SyntheticConfig:
     max_objects: int = 3
     max_speed: float = 4.0  # pixels per frame, objects
     camera_speed: float = 1.5  # pixels per frame, background
+    camera_zoom: float = 0.01  # largest relative zoom per frame
+    object_size: tuple = (0.1, 0.25)  # object radius as a fraction of the shorter side
     seed: int = 0
 
 
