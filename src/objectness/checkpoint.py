@@ -1,0 +1,158 @@
+"""Checkpoints: written atomically, read with ``torch.load(weights_only=True)`` only.
+
+A training checkpoint is a dict of tensors and plain Python values:
+``model``, ``optimizer``, ``scheduler`` (state dicts), ``step``, ``bad_frames``,
+``rng`` (one entry per process), ``config`` (the resolved config as a dict) and
+``metadata`` (``version``, ``objectness_channel``). Shipped weights are
+``model.safetensors`` with the config and metadata as JSON in its header.
+"""
+import json
+import os
+import pickle
+import random
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__
+from .config import Config, ConfigError, from_dict, to_dict
+
+LAST = "last.pt"
+WEIGHTS = "model.safetensors"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, unreadable or does not fit."""
+
+
+def metadata(objectness_channel=None) -> dict:
+    return {"version": __version__, "objectness_channel": objectness_channel}
+
+
+def _atomic_write(path: Path, write) -> None:
+    """``write(tmp_path)`` into a temp file next to ``path``, then rename over it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path, state: dict) -> None:
+    """Write ``state`` so that a crash leaves either the old file or the new one, never half."""
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+
+    _atomic_write(path, write)
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{path}: holds objects other than tensors and plain values; "
+                              "refusing to unpickle it") from None
+    except Exception as err:  # torch raises many types for a truncated or foreign file
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__})") from None
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+        raise CheckpointError(f"{path}: not an objectness checkpoint (no model weights and config)")
+    return state
+
+
+def config_of(state: dict, path) -> Config:
+    try:
+        return from_dict(state["config"])
+    except ConfigError as err:
+        raise CheckpointError(f"{path}: its config does not fit this version ({err})") from None
+
+
+def save_weights(path, model: torch.nn.Module, cfg: Config, meta: dict) -> None:
+    """model.safetensors: the weights, with the config and metadata as JSON strings."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    header = {"config": json.dumps(to_dict(cfg)), "metadata": json.dumps(meta)}
+    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
+
+
+def _read_weights(path: Path):
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+            weights = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from None
+    if "config" not in header:
+        raise CheckpointError(f"{path}: no objectness config in its header")
+    return weights, json.loads(header["config"]), json.loads(header.get("metadata", "{}"))
+
+
+def _weights_file(path: Path) -> Path:
+    """A run folder means its model.safetensors, or its last.pt while training."""
+    if path.is_dir():
+        for name in (WEIGHTS, LAST):
+            if (path / name).is_file():
+                return path / name
+        raise CheckpointError(f"{path}: no {WEIGHTS} or {LAST} in this folder")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    return path
+
+
+def load_model(path, map_location="cpu"):
+    """(AMD in eval mode, Config, metadata) from a run folder, a .safetensors or a .pt file."""
+    from .amd import AMD
+
+    path = _weights_file(Path(path))
+    if path.suffix == ".safetensors":
+        weights, config_dict, meta = _read_weights(path)
+        state = {"config": config_dict}
+    else:
+        state = load_checkpoint(path, map_location="cpu")
+        weights, meta = state["model"], state.get("metadata", {})
+    cfg = config_of(state, path)
+    model = AMD(cfg.model)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as err:
+        first_line = str(err).strip().splitlines()[0]
+        raise CheckpointError(f"{path}: weights do not fit the model of its config ({first_line})") from None
+    return model.to(map_location).eval(), cfg, {**metadata(), **meta}
+
+
+def rng_state() -> dict:
+    """Every generator training draws from, as tensors and plain values."""
+    name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [name, keys.tolist(), position, has_gauss, cached_gaussian],
+        "python": [version, list(internal), gauss_next],
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))

@@ -1,0 +1,110 @@
+"""The ``objectness`` command: a thin layer over the Python API.
+
+Each subcommand is a pair ``add_<name>_parser(subparsers)`` and
+``run_<name>(args) -> int``; ``add_<name>_parser`` registers ``run_<name>``
+as the parser's ``run`` default. Errors in the user's input (config, data,
+checkpoint, run folder) print one line on stderr and exit with code 2.
+"""
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+
+
+def add_train_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train AMD from scratch on unlabeled video",
+        description=(
+            "Train AMD from scratch by view synthesis on unlabeled video: the appearance "
+            "network segments each frame, the motion network moves the segments, and "
+            "rebuilding one frame from the other is the only training signal. Writes "
+            "config.yaml, metrics.jsonl, panels/, last.pt and model.safetensors to --out. "
+            "For several GPUs launch it with torchrun (train.batch_size is per process)."
+        ),
+        epilog="example: objectness train --config paper --data /data/youtube-vos/train --out runs/amd",
+    )
+    parser.add_argument("--config", metavar="PRESET_OR_YAML",
+                        help="a preset name (paper) or a YAML file; default: the paper's values, "
+                             "or the run's config.yaml with --resume")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any config key, value parsed as YAML (repeatable), "
+                             "e.g. --set model.appearance.depth=18 --set train.batch_size=4")
+    parser.add_argument("--data", metavar="SOURCE",
+                        help="data.source: a DAVIS root, a folder of frame folders, a folder of "
+                             "video files, one video file, or 'synthetic'")
+    parser.add_argument("--out", required=True, type=Path, metavar="RUN_DIR", help="the run folder")
+    parser.add_argument("--steps", type=int, metavar="N", help="train.steps: number of optimizer steps")
+    parser.add_argument("--device", metavar="D", help="train.device: auto, cpu, cuda, cuda:1, ...")
+    existing = parser.add_mutually_exclusive_group()
+    existing.add_argument("--resume", action="store_true",
+                          help="continue the run in --out from its last.pt, exactly as if never stopped")
+    existing.add_argument("--overwrite", action="store_true", help="delete the run in --out and start again")
+    parser.set_defaults(run=run_train)
+
+
+def run_train(args) -> int:
+    from .config import load_config
+    from .train import train
+
+    preset = args.config
+    if preset is None and args.resume and (args.out / "config.yaml").is_file():
+        preset = str(args.out / "config.yaml")
+    flags = {"data.source": args.data, "train.steps": args.steps, "train.device": args.device}
+    overrides = args.overrides + [f"{key}={value}" for key, value in flags.items() if value is not None]
+    cfg = load_config(preset, overrides)
+    summary = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
+    print(f"trained to step {summary['step']}: loss {summary['loss']}, "
+          f"{summary['bad_frames']} bad frames skipped; weights in {summary['weights']}")
+    return 0
+
+
+SUBCOMMANDS = (add_train_parser,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="objectness",
+        description="AMD: zero-shot object segmentation learned from unlabeled video (NeurIPS 2021).",
+    )
+    parser.add_argument("--version", action="version", version=f"objectness {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add_parser in SUBCOMMANDS:
+        add_parser(subparsers)
+    return parser
+
+
+def subcommands() -> dict:
+    """Name -> parser of every subcommand."""
+    action = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def _user_errors() -> tuple:
+    from .checkpoint import CheckpointError
+    from .config import ConfigError
+    from .data import DataError
+
+    return ConfigError, DataError, CheckpointError, FileExistsError
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print("objectness: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if not isinstance(err, _user_errors()):
+            raise
+        message = " ".join(str(err).split())
+        print(f"objectness: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

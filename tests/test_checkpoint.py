@@ -1,0 +1,104 @@
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from objectness.amd import AMD
+from objectness.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_model,
+    metadata,
+    rng_state,
+    save_checkpoint,
+    save_weights,
+    set_rng_state,
+)
+from objectness.config import load_config, to_dict
+
+
+class NotATensor:
+    pass
+
+
+@pytest.fixture
+def tiny_model(tiny_config):
+    torch.manual_seed(0)
+    return AMD(tiny_config.model)
+
+
+def _state(model, cfg) -> dict:
+    return {"model": model.state_dict(), "config": to_dict(cfg), "metadata": metadata()}
+
+
+def test_checkpoint_round_trips(tmp_path, tiny_model, tiny_config):
+    save_checkpoint(tmp_path / "last.pt", _state(tiny_model, tiny_config))
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert state["config"] == to_dict(tiny_config)
+    assert all(torch.equal(v, tiny_model.state_dict()[k]) for k, v in state["model"].items())
+
+
+def test_failed_save_keeps_the_previous_checkpoint_and_no_temp_file(tmp_path, tiny_model, tiny_config):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, _state(tiny_model, tiny_config))
+    with pytest.raises(Exception):
+        save_checkpoint(path, {"model": lambda: None})  # cannot be pickled
+    assert load_checkpoint(path)["config"] == to_dict(tiny_config)
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_missing_checkpoint_is_a_checkpoint_error(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "nothing.pt")
+
+
+def test_truncated_checkpoint_is_a_checkpoint_error(tmp_path, tiny_model, tiny_config):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, _state(tiny_model, tiny_config))
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(path)
+
+
+def test_checkpoint_holding_arbitrary_objects_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {}, "config": {}, "payload": NotATensor()}, path)
+    with pytest.raises(CheckpointError, match="other than tensors"):
+        load_checkpoint(path)
+
+
+def test_file_without_model_and_config_is_a_checkpoint_error(tmp_path):
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not an objectness checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+
+
+def test_rng_state_survives_a_weights_only_round_trip(tmp_path):
+    save_checkpoint(tmp_path / "rng.pt", {"model": {}, "config": {}, "rng": rng_state()})
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    set_rng_state(load_checkpoint(tmp_path / "rng.pt")["rng"])
+    drawn = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(drawn[0], expected[0])
+    assert np.array_equal(drawn[1], expected[1])
+    assert drawn[2] == expected[2]
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "last.pt", "."])
+def test_load_model_from_weights_checkpoint_or_run_folder(tmp_path, tiny_model, tiny_config, name):
+    save_weights(tmp_path / "model.safetensors", tiny_model, tiny_config, metadata(objectness_channel=2))
+    save_checkpoint(tmp_path / "last.pt", _state(tiny_model, tiny_config))
+    model, cfg, meta = load_model(tmp_path / name)
+    assert cfg == tiny_config
+    assert not model.training
+    assert all(torch.equal(v, tiny_model.state_dict()[k]) for k, v in model.state_dict().items())
+    assert meta["version"]
+    if name != "last.pt":
+        assert meta["objectness_channel"] == 2
+
+
+def test_load_model_refuses_weights_of_another_model(tmp_path, tiny_model, tiny_overrides):
+    other = load_config(None, [*tiny_overrides, "model.num_segments=3"])
+    save_weights(tmp_path / "model.safetensors", tiny_model, other, metadata())
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_model(tmp_path / "model.safetensors")
