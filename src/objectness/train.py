@@ -18,7 +18,17 @@ from tqdm import tqdm
 
 from . import distributed
 from .amd import AMD
-from .checkpoint import LAST, WEIGHTS, CheckpointError, load_checkpoint, metadata, rng_state, save_checkpoint, save_weights, set_rng_state
+from .checkpoint import (
+    LAST,
+    WEIGHTS,
+    CheckpointError,
+    load_checkpoint,
+    metadata,
+    rng_state,
+    save_checkpoint,
+    save_weights,
+    set_rng_state,
+)
 from .config import Config, ConfigError, save_config, to_dict
 from .data import build_pair_dataset
 from .logger import MetricsLogger
