@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .appearance import AppearanceNet
-from .config import ModelConfig
+from .config import ConfigError, ModelConfig
 from .motion import MotionNet
 from .segment_flow import compose, resize_masks
 
@@ -27,7 +27,7 @@ class AMD(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         if cfg.motion.mask_source not in ("sampled", "target"):
-            raise ValueError(f"model.motion.mask_source must be 'sampled' or 'target', got {cfg.motion.mask_source!r}")
+            raise ConfigError(f"model.motion.mask_source must be 'sampled' or 'target', got {cfg.motion.mask_source!r}")
         self.cfg = cfg
         self.appearance = AppearanceNet(cfg.appearance, cfg.num_segments)
         self.motion = MotionNet(cfg.motion)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from .config import AppearanceConfig
+from .config import AppearanceConfig, ConfigError
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)  # on 0..255 RGB
 IMAGENET_STD = (58.395, 57.12, 57.375)
@@ -27,9 +27,9 @@ class ResNet(nn.Module):
     def __init__(self, depth: int = 50, width: int = 64, output_stride: int = 8, zero_init_residual: bool = True):
         super().__init__()
         if depth not in BLOCKS:
-            raise ValueError(f"ResNet depth must be one of {sorted(BLOCKS)}, got {depth}")
+            raise ConfigError(f"model.appearance.depth must be one of {sorted(BLOCKS)}, got {depth}")
         if output_stride not in STAGES:
-            raise ValueError(f"output stride must be one of {sorted(STAGES)}, got {output_stride}")
+            raise ConfigError(f"model.appearance.output_stride must be one of {sorted(STAGES)}, got {output_stride}")
         block, counts = BLOCKS[depth]
         strides, dilations = STAGES[output_stride]
         self.stem = nn.Sequential(

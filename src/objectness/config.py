@@ -116,6 +116,7 @@ class TrainConfig:
     checkpoint_every: int = 5000
     log_every: int = 20
     panel_every: int = 1000
+    time_limit: float = 0.0  # minutes; stop (with a checkpoint) once exceeded; 0 = no limit
 
 
 @dataclass
@@ -170,8 +171,13 @@ def _coerce(value, hint, path: str):
         if not isinstance(value, bool):
             raise ConfigError(f"config key '{path}' expects true or false, got {value!r}")
         return value
-    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+    if hint is float:
+        try:  # YAML reads 1e-3 (no dot) as a string
+            if not isinstance(value, bool):
+                return float(value)
+        except (TypeError, ValueError):
+            pass
+        raise ConfigError(f"config key '{path}' expects a number, got {value!r}")
     if hint in (int, str) and not (isinstance(value, hint) and not isinstance(value, bool)):
         raise ConfigError(f"config key '{path}' expects {hint.__name__}, got {value!r}")
     return value

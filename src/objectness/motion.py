@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import MotionConfig
+from .config import ConfigError, MotionConfig
 from .correlation import correlation
 from .segment_flow import SegmentFlowHead, compose, resize_masks
 from .warp import backward_warp
@@ -69,7 +69,7 @@ class MotionNet(nn.Module):
         super().__init__()
         channels = tuple(cfg.pyramid_channels)
         if len(channels) < 3:
-            raise ValueError(f"the motion pyramid needs at least 3 levels, got {len(channels)}")
+            raise ConfigError(f"model.motion.pyramid_channels: the motion pyramid needs at least 3 levels, got {len(channels)}")
         self.search_range = cfg.search_range
         self.pyramid = FeaturePyramid(channels)
         # Flow is estimated from the coarsest level down to 1/4 (pyramid index 1).

@@ -1,0 +1,30 @@
+"""Segmenting images with a trained appearance network (SPEC 2.2, 2.3 per-image)."""
+from __future__ import annotations
+
+import torch
+
+from .segment_flow import resize_masks
+
+
+@torch.no_grad()
+def predict_masks(model, images: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+    """Soft masks of every channel at the images' own size.
+
+    model: an AMD (or anything with ``.appearance``); images: (N, 3, H, W) in
+    0..1 on any device. Returns (N, c, H, W) on the CPU; sum over c is 1.
+    """
+    appearance = model.appearance
+    was_training = appearance.training
+    appearance.eval()
+    device = next(appearance.parameters()).device
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        batch = images[start:start + batch_size].to(device)
+        outputs.append(resize_masks(appearance(batch), batch.shape[-2:]).cpu())  # (b, c, H, W)
+    appearance.train(was_training)
+    return torch.cat(outputs)
+
+
+def frames_to_tensor(frames) -> torch.Tensor:
+    """uint8 (N, H, W, 3) array -> float (N, 3, H, W) in 0..1."""
+    return torch.as_tensor(frames).permute(0, 3, 1, 2).float() / 255

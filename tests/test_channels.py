@@ -1,0 +1,43 @@
+"""Choosing the objectness channel from label-free statistics (SPEC 2.1)."""
+import torch
+
+from objectness.channels import ChannelStatistics, _Accumulator, choose_objectness_channel
+
+
+def stats(channel, entropy, error, centre, spread, area):
+    return ChannelStatistics(channel, entropy, error, centre, 0.0, spread, area)
+
+
+def test_the_crisp_central_hard_to_rebuild_channel_is_chosen():
+    channels = [
+        stats(0, 0.9, 0.05, 0.30, 0.5, 0.30),  # soft, peripheral background
+        stats(1, 0.2, 0.12, 0.05, 0.2, 0.15),  # the object
+        stats(2, 0.6, 0.06, 0.25, 0.4, 0.25),
+    ]
+    assert choose_objectness_channel(channels) == 1
+
+
+def test_empty_and_whole_image_channels_are_not_candidates():
+    channels = [
+        stats(0, 0.01, 0.50, 0.00, 0.01, 0.001),  # nearly empty: crisp but meaningless
+        stats(1, 0.05, 0.40, 0.01, 0.10, 0.90),  # the whole background
+        stats(2, 0.40, 0.10, 0.20, 0.30, 0.09),
+    ]
+    assert choose_objectness_channel(channels) == 2
+
+
+def test_statistics_of_a_known_mask():
+    h = w = 20
+    masks = torch.zeros(1, 2, h, w)
+    masks[0, 0, 5:15, 5:15] = 1  # a crisp central square
+    masks[0, 1] = 1 - masks[0, 0]
+    distance = torch.zeros(1, 1, h, w)
+    distance[..., 5:15, 5:15] = 0.3  # the object is hard to rebuild
+    acc = _Accumulator(2)
+    acc.add(masks, distance)
+    square, rest = acc.result()
+    assert abs(square.area - 0.25) < 1e-6
+    assert abs(square.reconstruction_error - 0.3) < 1e-4 and rest.reconstruction_error < 1e-4
+    assert square.centre_distance < 1e-4
+    assert square.spatial_spread < rest.spatial_spread
+    assert square.entropy < 1e-3
