@@ -112,3 +112,16 @@ def test_mask_source_picks_whose_masks_carry_the_flow(source):
     masks = out.masks2 if source == "sampled" else out.masks1
     expected = compose(out.segment_flow12, resize_masks(masks, (64, 64)))
     assert torch.allclose(out.flows12[0], expected, atol=1e-5)
+
+
+def test_kaiming_init_starts_the_segment_flow_at_zero():
+    model = AMD(small_model_config(**{"model.motion.init": "kaiming"})).eval()
+    out = model(torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64))
+    assert out.segment_flow12.abs().max() == 0
+    assert all(f.abs().max() == 0 for f in out.flows21)
+
+
+def test_unknown_motion_init_is_a_config_error():
+    from objectness.config import ConfigError
+    with pytest.raises(ConfigError, match="model.motion.init"):
+        AMD(small_model_config(**{"model.motion.init": "xavier"}))

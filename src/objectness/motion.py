@@ -78,6 +78,14 @@ class MotionNet(nn.Module):
         cost_channels = (2 * cfg.search_range + 1) ** 2
         self.estimator = MotionEstimator(cost_channels + 32 + 2)
         self.segment_head = SegmentFlowHead(MOTION_FEATURES)
+        if cfg.init == "kaiming":
+            for m in self.modules():
+                if isinstance(m, (nn.Conv2d, nn.Linear)):
+                    nn.init.kaiming_normal_(m.weight, a=0.1, nonlinearity="leaky_relu")
+                    nn.init.zeros_(m.bias)
+            nn.init.zeros_(self.segment_head.mlp[-1].weight)  # segment flow starts at zero
+        elif cfg.init != "default":
+            raise ConfigError(f"model.motion.init must be 'default' or 'kaiming', got {cfg.init!r}")
 
     def forward(self, frame1: torch.Tensor, frame2: torch.Tensor, masks12: torch.Tensor, masks21: torch.Tensor) -> tuple:
         """Segment flow of both directions at every level, coarse to fine.

@@ -91,7 +91,7 @@ def _background(rng: np.random.Generator, cfg: SyntheticConfig) -> np.ndarray:
 
 def _background_texture(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     """Greyish / earthy multi-scale noise with low saturation: (3, height, width)."""
-    brightness = _fractal_noise(rng, height, width, cells=(48, 24, 12, 6, 3), channels=1)
+    brightness = _fractal_noise(rng, height, width, cells=(24, 12, 6, 3, 2), channels=1)
     tint = _fractal_noise(rng, height, width, cells=(64, 16), channels=3) - 0.5
     hsv = rng.uniform(0.05, 0.17), rng.uniform(0.0, 0.2), rng.uniform(0.35, 0.6)
     base = np.array(colorsys.hsv_to_rgb(*hsv), np.float32)[:, None, None]
