@@ -46,10 +46,16 @@ def run_demo(cfg: Config, out_dir, overwrite: bool = False, held_out_videos: int
     """Train, choose the channel, segment held-out videos; returns (and writes) the summary."""
     out_dir = Path(out_dir)
     run_dir = out_dir / "run"
-    summary = {"training": train(cfg, run_dir, overwrite=overwrite)}
+    training = train(cfg, run_dir, overwrite=overwrite)
     model, _, _ = load_model(run_dir / "last.pt")
-    model.eval()
+    return evaluate_demo(model, cfg, out_dir, held_out_videos, training=training)
 
+
+def evaluate_demo(model, cfg: Config, out_dir, held_out_videos: int = 8, **extra) -> dict:
+    """Choose the channel without labels, segment held-out synthetic videos, score them."""
+    out_dir = Path(out_dir)
+    model.eval()
+    summary = dict(extra)
     stats = channel_statistics(model, _training_batches(cfg), cfg.loss)
     channel = choose_objectness_channel(stats)
     summary["objectness_channel"] = channel
