@@ -23,3 +23,14 @@ def test_demo_refuses_to_overwrite_an_earlier_run(tmp_path, tiny_overrides, caps
     assert cli.main(["demo", "--out", str(tmp_path), "--steps", "1", *sets]) == 0
     assert cli.main(["demo", "--out", str(tmp_path), "--steps", "1", *sets]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_demo_evaluates_an_existing_checkpoint_without_training(tmp_path, tiny_overrides):
+    sets = [arg for o in tiny_overrides if not o.startswith("train.steps") for arg in ("--set", o)]
+    assert cli.main(["demo", "--out", str(tmp_path / "first"), "--steps", "1", *sets]) == 0
+    run = tmp_path / "first" / "run"
+    stamp = (run / "last.pt").stat().st_mtime_ns
+    assert cli.main(["demo", "--checkpoint", str(run), "--out", str(tmp_path / "again")]) == 0
+    summary = json.loads((tmp_path / "again" / "summary.json").read_text())
+    assert "training" not in summary and summary["checkpoint"] == str(run)
+    assert (run / "last.pt").stat().st_mtime_ns == stamp

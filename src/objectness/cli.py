@@ -83,6 +83,8 @@ def add_demo_parser(subparsers) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override any key of the cpu-small preset (repeatable)")
     parser.add_argument("--overwrite", action="store_true", help="replace the run in --out if there is one")
+    parser.add_argument("--checkpoint", type=Path, metavar="CKPT",
+                        help="skip training: evaluate this checkpoint or run folder (trained on synthetic video)")
     parser.set_defaults(run=run_demo)
 
 
@@ -90,10 +92,13 @@ DEMO_MINUTES = 6.5  # leaves time for data, channel choice and segmentation with
 
 
 def run_demo(args) -> int:
-    from .demo import demo_config, format_summary, run_demo as demo
+    from .demo import demo_config, evaluate_checkpoint, format_summary, run_demo as demo
 
-    cfg = demo_config(args.minutes, args.steps, args.seed, args.device, args.overrides)
-    summary = demo(cfg, args.out, overwrite=args.overwrite)
+    if args.checkpoint is not None:
+        summary = evaluate_checkpoint(args.checkpoint, args.out)
+    else:
+        cfg = demo_config(args.minutes, args.steps, args.seed, args.device, args.overrides)
+        summary = demo(cfg, args.out, overwrite=args.overwrite)
     print(format_summary(summary))
     print(f"overlays, channel strips and summary.json in {args.out}")
     return 0

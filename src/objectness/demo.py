@@ -51,6 +51,13 @@ def run_demo(cfg: Config, out_dir, overwrite: bool = False, held_out_videos: int
     return evaluate_demo(model, cfg, out_dir, held_out_videos, training=training)
 
 
+def evaluate_checkpoint(checkpoint, out_dir, held_out_videos: int = 8) -> dict:
+    """The demo's evaluation of an existing checkpoint (or run folder) trained on synthetic video."""
+    model, cfg, _ = load_model(checkpoint)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    return evaluate_demo(model, cfg, out_dir, held_out_videos, checkpoint=str(checkpoint))
+
+
 def evaluate_demo(model, cfg: Config, out_dir, held_out_videos: int = 8, **extra) -> dict:
     """Choose the channel without labels, segment held-out synthetic videos, score them."""
     out_dir = Path(out_dir)
