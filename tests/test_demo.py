@@ -34,3 +34,12 @@ def test_demo_evaluates_an_existing_checkpoint_without_training(tmp_path, tiny_o
     summary = json.loads((tmp_path / "again" / "summary.json").read_text())
     assert "training" not in summary and summary["checkpoint"] == str(run)
     assert (run / "last.pt").stat().st_mtime_ns == stamp
+
+
+def test_demo_evaluation_refuses_to_overwrite_a_summary(tmp_path, tiny_overrides, capsys):
+    sets = [arg for o in tiny_overrides if not o.startswith("train.steps") for arg in ("--set", o)]
+    assert cli.main(["demo", "--out", str(tmp_path / "first"), "--steps", "1", *sets]) == 0
+    run = str(tmp_path / "first" / "run")
+    assert cli.main(["demo", "--checkpoint", run, "--out", str(tmp_path / "first")]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert cli.main(["demo", "--checkpoint", run, "--out", str(tmp_path / "first"), "--overwrite"]) == 0

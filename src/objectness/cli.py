@@ -82,7 +82,7 @@ def add_demo_parser(subparsers) -> None:
     parser.add_argument("--device", default="auto", metavar="D", help="auto, cpu, cuda, ... (default: auto)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override any key of the cpu-small preset (repeatable)")
-    parser.add_argument("--overwrite", action="store_true", help="replace the run in --out if there is one")
+    parser.add_argument("--overwrite", action="store_true", help="replace the run or summary in --out if there is one")
     parser.add_argument("--checkpoint", type=Path, metavar="CKPT",
                         help="skip training: evaluate this checkpoint or run folder (trained on synthetic video)")
     parser.set_defaults(run=run_demo)
@@ -95,7 +95,7 @@ def run_demo(args) -> int:
     from .demo import demo_config, evaluate_checkpoint, format_summary, run_demo as demo
 
     if args.checkpoint is not None:
-        summary = evaluate_checkpoint(args.checkpoint, args.out)
+        summary = evaluate_checkpoint(args.checkpoint, args.out, overwrite=args.overwrite)
     else:
         cfg = demo_config(args.minutes, args.steps, args.seed, args.device, args.overrides)
         summary = demo(cfg, args.out, overwrite=args.overwrite)

@@ -51,10 +51,13 @@ def run_demo(cfg: Config, out_dir, overwrite: bool = False, held_out_videos: int
     return evaluate_demo(model, cfg, out_dir, held_out_videos, training=training)
 
 
-def evaluate_checkpoint(checkpoint, out_dir, held_out_videos: int = 8) -> dict:
+def evaluate_checkpoint(checkpoint, out_dir, overwrite: bool = False, held_out_videos: int = 8) -> dict:
     """The demo's evaluation of an existing checkpoint (or run folder) trained on synthetic video."""
+    out_dir = Path(out_dir)
+    if (out_dir / "summary.json").exists() and not overwrite:
+        raise FileExistsError(f"{out_dir} already holds a demo summary; pass --overwrite to replace it")
     model, cfg, _ = load_model(checkpoint)
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
     return evaluate_demo(model, cfg, out_dir, held_out_videos, checkpoint=str(checkpoint))
 
 
@@ -73,7 +76,7 @@ def evaluate_demo(model, cfg: Config, out_dir, held_out_videos: int = 8, **extra
     summary["held_out"] = results
     summary["mean_iou"] = float(np.mean([r["iou"] for r in results]))
     summary["centre_prior_mean_iou"] = float(np.mean([r["centre_prior_iou"] for r in results]))
-    summary["best_channel_mean_iou"] = float(np.mean([max(r["iou_per_channel"]) for r in results]))
+    summary["best_channel_mean_iou"] = float(np.mean([r["iou_per_channel"] for r in results], axis=0).max())
     _write_json(out_dir / "summary.json", summary)
     return summary
 
@@ -93,7 +96,7 @@ def _segment_video(model, video, channel: int, out_dir: Path) -> dict:
     per_channel = [float(np.mean([jaccard(m > 0.5, g) for m, g in zip(masks[:, k], video.masks)])) for k in range(masks.shape[1])]
     result = {
         "video": video.name,
-        "iou": float(np.mean([jaccard(p, g) for p, g in zip(prediction, video.masks)])),
+        "iou": per_channel[channel],
         "centre_prior_iou": float(np.mean([jaccard(prior, g) for g in video.masks])),
         "iou_per_channel": per_channel,
     }
