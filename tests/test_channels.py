@@ -1,7 +1,11 @@
 """Choosing the objectness channel from label-free statistics (SPEC 2.1)."""
+import pytest
 import torch
 
+from objectness import cli
+from objectness.amd import AMD
 from objectness.channels import ChannelStatistics, _Accumulator, choose_objectness_channel
+from objectness.checkpoint import load_model, metadata, save_weights
 
 
 def stats(channel, entropy, error, centre, spread, area):
@@ -41,3 +45,32 @@ def test_statistics_of_a_known_mask():
     assert square.centre_distance < 1e-4
     assert square.spatial_spread < rest.spatial_spread
     assert square.entropy < 1e-3
+
+
+@pytest.fixture
+def tiny_run(tmp_path, tiny_config):
+    torch.manual_seed(0)
+    run = tmp_path / "run"
+    save_weights(run / "model.safetensors", AMD(tiny_config.model), tiny_config, metadata())
+    return run
+
+
+def test_channels_command_stores_the_choice_and_draws_the_statistics(tiny_run, capsys):
+    assert cli.main(["channels", "--checkpoint", str(tiny_run), "--data", "synthetic", "--pairs", "4"]) == 0
+    out = capsys.readouterr().out
+    stored = load_model(tiny_run)[2]
+    assert f"objectness channel {stored['objectness_channel']} stored" in out
+    assert len(stored["channel_statistics"]) == 5
+    assert "entropy" in out and (tiny_run / "channels.png").is_file()
+
+
+def test_channels_command_stores_the_users_channel(tiny_run, capsys):
+    assert cli.main(["channels", "--checkpoint", str(tiny_run), "--channel", "4"]) == 0
+    assert load_model(tiny_run)[2]["objectness_channel"] == 4
+
+
+@pytest.mark.parametrize("args", [["--channel", "5"], []])
+def test_channels_command_refuses_a_bad_or_missing_channel_in_one_line(tiny_run, capsys, args):
+    assert cli.main(["channels", "--checkpoint", str(tiny_run), *args]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert load_model(tiny_run)[2]["objectness_channel"] is None

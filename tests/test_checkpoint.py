@@ -14,6 +14,7 @@ from objectness.checkpoint import (
     save_checkpoint,
     save_weights,
     set_rng_state,
+    store_objectness_channel,
 )
 from objectness.config import load_config, to_dict
 
@@ -102,3 +103,22 @@ def test_load_model_refuses_weights_of_another_model(tmp_path, tiny_model, tiny_
     save_weights(tmp_path / "model.safetensors", tiny_model, other, metadata())
     with pytest.raises(CheckpointError, match="do not fit"):
         load_model(tmp_path / "model.safetensors")
+
+
+def test_stored_objectness_channel_reaches_both_files_of_a_run_folder(tmp_path, tiny_model, tiny_config):
+    save_weights(tmp_path / "model.safetensors", tiny_model, tiny_config, metadata())
+    save_checkpoint(tmp_path / "last.pt", _state(tiny_model, tiny_config))
+    written = store_objectness_channel(tmp_path, 3, statistics=[{"channel": 3, "entropy": 0.1}])
+    assert sorted(p.name for p in written) == ["last.pt", "model.safetensors"]
+    for name in ("last.pt", "model.safetensors"):
+        model, _, meta = load_model(tmp_path / name)
+        assert meta["objectness_channel"] == 3
+        assert meta["channel_statistics"][0]["entropy"] == 0.1
+        assert all(torch.equal(v, tiny_model.state_dict()[k]) for k, v in model.state_dict().items())
+    assert load_checkpoint(tmp_path / "last.pt")["config"] == to_dict(tiny_config)
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_storing_a_channel_in_a_missing_checkpoint_is_a_checkpoint_error(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        store_objectness_channel(tmp_path / "missing.pt", 1)

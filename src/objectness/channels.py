@@ -8,10 +8,12 @@ that ranks best on these statistics together is chosen.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
-from .config import LossConfig
+from .config import DataConfig, LossConfig
+from .data import build_pair_dataset
 from .loss import photometric_distance
 from .segment_flow import resize_masks
 from .warp import backward_warp
@@ -98,3 +100,53 @@ def choose_objectness_channel(stats: list) -> int:
         ranks(lambda s: s.spatial_spread),
     ]
     return min(candidates, key=lambda s: (sum(r[s.channel] for r in scores), s.entropy)).channel
+
+
+def sample_pairs(data_cfg: DataConfig, num_pairs: int, seed: int, batch_size: int = 8):
+    """Label-free training pairs (B, 2, 3, H, W) from ``data_cfg``'s source, augmented as in training."""
+    dataset = build_pair_dataset(data_cfg, seed=seed)
+    for start in range(0, num_pairs, batch_size):
+        indices = range(start, min(start + batch_size, num_pairs))
+        yield torch.stack([dataset[k]["frames"] for k in indices])
+
+
+FIGURE_PANELS = (  # (field, title, which way is "objectness")
+    ("entropy", "mask entropy (bits)", "lowest"),
+    ("reconstruction_error", "reconstruction error", "highest"),
+    ("centre_distance", "centre distance from image centre", "lowest"),
+    ("centre_spread", "centre spread over frames", ""),
+    ("spatial_spread", "spatial spread (compactness)", "lowest"),
+    ("area", "area (share of the image)", ""),
+)
+
+
+def channels_figure(stats: list, chosen: int, path) -> None:
+    """Bar charts of every statistic per channel, the chosen channel highlighted (cf. the paper's Fig. 3)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .visualize import save_figure_atomic
+
+    channels = [s.channel for s in stats]
+    colours = ["tab:red" if k == chosen else "tab:grey" for k in channels]
+    figure, axes = plt.subplots(1, len(FIGURE_PANELS), figsize=(3 * len(FIGURE_PANELS), 3), constrained_layout=True)
+    for ax, (field, title, best) in zip(axes, FIGURE_PANELS):
+        ax.bar(channels, [getattr(s, field) for s in stats], color=colours)
+        ax.set_title(f"{title}\n({best} for objects)" if best else title, fontsize=9)
+        ax.set_xticks(channels)
+        ax.set_xlabel("channel")
+    figure.suptitle(f"objectness channel: {chosen} (red)", fontsize=10)
+    save_figure_atomic(figure, Path(path))
+    plt.close(figure)
+
+
+def format_table(stats: list, chosen: int) -> str:
+    """The statistics as a plain-text table, the chosen channel marked with '*'."""
+    fields = [field for field, _, _ in FIGURE_PANELS]
+    lines = ["channel  " + "  ".join(f"{f:>20}" for f in fields)]
+    for s in stats:
+        mark = "*" if s.channel == chosen else " "
+        lines.append(f"{s.channel:>6} {mark} " + "  ".join(f"{getattr(s, f):>20.4f}" for f in fields))
+    return "\n".join(lines)

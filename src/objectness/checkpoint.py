@@ -136,6 +136,33 @@ def load_model(path, map_location="cpu"):
     return model.to(map_location).eval(), cfg, {**metadata(), **meta}
 
 
+def store_objectness_channel(path, channel: int, statistics=None) -> list:
+    """Record the objectness channel (and the statistics it was chosen from) with a checkpoint.
+
+    ``path`` is a .pt, a .safetensors or a run folder (both files there are
+    updated). Each file is rewritten atomically; returns the files written.
+    """
+    path = Path(path)
+    files = [path / name for name in (LAST, WEIGHTS) if (path / name).is_file()] if path.is_dir() else [path]
+    if not files or not all(f.is_file() for f in files):
+        raise CheckpointError(f"checkpoint not found: {path}")
+    update = {"objectness_channel": int(channel)}
+    if statistics is not None:
+        update["channel_statistics"] = statistics
+    for file in files:
+        if file.suffix == ".safetensors":
+            weights, config_dict, meta = _read_weights(file)
+            header = {"config": json.dumps(config_dict), "metadata": json.dumps({**meta, **update})}
+            from safetensors.torch import save_file
+
+            _atomic_write(file, lambda tmp: save_file(weights, tmp, metadata=header))
+        else:
+            state = load_checkpoint(file)
+            state["metadata"] = {**state.get("metadata", {}), **update}
+            save_checkpoint(file, state)
+    return files
+
+
 def rng_state() -> dict:
     """Every generator training draws from, as tensors and plain values."""
     name, keys, position, has_gauss, cached_gaussian = np.random.get_state()

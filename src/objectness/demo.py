@@ -16,10 +16,9 @@ import numpy as np
 import torch
 
 from . import synthetic
-from .channels import channel_statistics, choose_objectness_channel
+from .channels import channel_statistics, choose_objectness_channel, sample_pairs
 from .checkpoint import load_model
 from .config import Config, load_config
-from .data import build_pair_dataset
 from .inference import frames_to_tensor, predict_masks
 from .metrics import centre_prior, jaccard
 from .train import train
@@ -66,7 +65,7 @@ def evaluate_demo(model, cfg: Config, out_dir, held_out_videos: int = 8, **extra
     out_dir = Path(out_dir)
     model.eval()
     summary = dict(extra)
-    stats = channel_statistics(model, _training_batches(cfg), cfg.loss)
+    stats = channel_statistics(model, sample_pairs(cfg.data, CHANNEL_SAMPLE_PAIRS, seed=cfg.train.seed + 1), cfg.loss)
     channel = choose_objectness_channel(stats)
     summary["objectness_channel"] = channel
     summary["channel_statistics"] = [s.as_dict() for s in stats]
@@ -79,14 +78,6 @@ def evaluate_demo(model, cfg: Config, out_dir, held_out_videos: int = 8, **extra
     summary["best_channel_mean_iou"] = float(np.mean([r["iou_per_channel"] for r in results], axis=0).max())
     _write_json(out_dir / "summary.json", summary)
     return summary
-
-
-def _training_batches(cfg: Config):
-    """Label-free frame pairs from the training videos, for the channel statistics."""
-    dataset = build_pair_dataset(cfg.data, seed=cfg.train.seed + 1)
-    batch = 8
-    for start in range(0, CHANNEL_SAMPLE_PAIRS, batch):
-        yield torch.stack([dataset[k]["frames"] for k in range(start, start + batch)])
 
 
 def _segment_video(model, video, channel: int, out_dir: Path) -> dict:

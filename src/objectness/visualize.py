@@ -123,12 +123,20 @@ def soft_map_to_png(prob):
 
 def save_image_atomic(img, path):
     """Write a PIL image so that path holds either the old file or the complete new one."""
-    path = Path(path)
+    _write_atomic(Path(path), img.save)
+
+
+def save_figure_atomic(figure, path):
+    """Write a matplotlib figure atomically (format from the suffix: .png, .pdf, .svg)."""
+    _write_atomic(Path(path), lambda tmp: figure.savefig(tmp, dpi=120))
+
+
+def _write_atomic(path: Path, write):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
     os.close(fd)
     try:
-        img.save(tmp)
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

@@ -1,0 +1,238 @@
+"""``objectness evaluate``: a checkpoint on a benchmark, scored as the paper scores it (SPEC 3).
+
+Video benchmarks are scored with J, F and J&F, averaged over the annotated
+frames of a sequence, then over sequences; saliency benchmarks with F-beta
+(max, mean, adaptive), MAE, S-measure and E-measure. Soft objectness maps are
+binarised at one threshold (0.5 by default) for every video benchmark.
+
+Outputs in the output folder: ``per_sequence.csv`` or ``per_image.csv``,
+``summary.json`` and ``summary.md`` (our numbers beside the paper's), and the
+soft maps as 8-bit PNGs under ``predictions/``, which ``reuse=True`` reads
+back instead of segmenting again.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from .benchmarks import (
+    BENCHMARKS,
+    load_ground_truth,
+    load_saliency_benchmark,
+    load_saliency_mask,
+    load_video_benchmark,
+)
+from .data import FrameError
+from .metrics import BINARISATION_THRESHOLD, SaliencyScores, VideoScores, binarise
+from .segment import adapt, segment_images
+
+logger = logging.getLogger(__name__)
+
+MODES = ("per-image", "per-video")
+ADAPT_STEPS = 100  # SPEC 2.3: test-time adaptation steps per video
+
+
+@dataclass(frozen=True)
+class PaperResult:
+    metric: str  # key of our summary it compares with
+    value: float
+    data: str  # the data the paper reports it on
+
+
+# SPEC 3, the paper's table. The paper does not say which F-beta it reports on DUTS.
+PAPER = {
+    ("davis2016", "per-image"): [PaperResult("J_mean", 0.457, "DAVIS 2016 val")],
+    ("davis2016", "per-video"): [PaperResult("J_mean", 0.578, "DAVIS 2016 val")],
+    ("segtrackv2", "per-video"): [PaperResult("J_mean", 0.570, "SegTrackv2, 14 videos, objects merged")],
+    ("fbms59", "per-video"): [PaperResult("J_mean", 0.475, "FBMS-59, 59 videos, 720 annotated frames")],
+    ("duts", "per-image"): [
+        PaperResult("fbeta_max", 0.602, "DUTS-TE (variant of F-beta not stated)"),
+        PaperResult("mae", 0.13, "DUTS-TE"),
+    ],
+}
+
+
+class EvaluationError(ValueError):
+    """An evaluation asked for in a way that cannot work (mode, output folder)."""
+
+
+def evaluate(segmenter, benchmark: str, root, out_dir, mode: str = "per-image", adapt_steps: int = ADAPT_STEPS,
+             split=None, resolution=None, images=None, masks=None, threshold: float = BINARISATION_THRESHOLD,
+             reuse: bool = False, overwrite: bool = False, model_name: str = "", progress: bool = True) -> dict:
+    """Score ``segmenter`` (segment.load_segmenter) on ``benchmark``; write and return the summary."""
+    if benchmark not in BENCHMARKS:
+        raise EvaluationError(f"unknown benchmark '{benchmark}' (one of {', '.join(BENCHMARKS)})")
+    if mode not in MODES:
+        raise EvaluationError(f"unknown mode '{mode}' (per-image or per-video)")
+    kind = BENCHMARKS[benchmark].kind
+    if kind == "saliency" and mode == "per-video":
+        raise EvaluationError(f"{benchmark} is a set of single images: it has no per-video mode")
+    out_dir = Path(out_dir)
+    settings = {"benchmark": benchmark, "root": str(root), "mode": mode, "model": model_name,
+                "threshold": threshold, "split": split, "resolution": resolution}
+    _check_out_dir(out_dir, settings, overwrite=overwrite, reuse=reuse)
+    predictions = Predictions(out_dir / "predictions", reuse)
+    if kind == "video":
+        sequences = load_video_benchmark(benchmark, root, split=split, resolution=resolution)
+        steps = adapt_steps if mode == "per-video" else 0
+        settings["adapt_steps"] = steps
+        rows, scores = _evaluate_videos(segmenter, sequences, predictions, steps, threshold, progress)
+        table = "per_sequence.csv"
+    else:
+        items = load_saliency_benchmark(benchmark, root, images=images, masks=masks)
+        rows, scores = _evaluate_saliency(segmenter, items, predictions, progress)
+        table = "per_image.csv"
+    summary = {**settings, "scores": scores, "paper": _paper(benchmark, mode, scores)}
+    write_csv(out_dir / table, rows)
+    write_text(out_dir / "summary.json", json.dumps(summary, indent=2))
+    write_text(out_dir / "summary.md", format_markdown(summary))
+    return summary
+
+
+def _check_out_dir(out_dir: Path, settings: dict, overwrite: bool, reuse: bool) -> None:
+    previous = out_dir / "summary.json"
+    if not previous.exists() or overwrite:
+        return
+    if not reuse:
+        raise FileExistsError(f"{out_dir} already holds an evaluation; pass --overwrite to replace it "
+                              "or --reuse to score its cached predictions again")
+    earlier = json.loads(previous.read_text())
+    changed = [key for key in ("benchmark", "mode", "model") if earlier.get(key) != settings[key]]
+    if changed:
+        raise EvaluationError(f"{out_dir}: its cached predictions were made with another "
+                              f"{', '.join(changed)}; use another --out or --overwrite")
+
+
+class Predictions:
+    """Soft maps cached as 8-bit PNGs: predictions/<sequence>/<frame>.png."""
+
+    def __init__(self, folder: Path, reuse: bool):
+        self.folder, self.reuse = folder, reuse
+
+    def path(self, sequence: str, frame: str) -> Path:
+        return self.folder / sequence / f"{frame}.png"
+
+    def load(self, sequence: str, frames: list):
+        """The cached maps of ``frames`` (float32 0..1), or None unless all are cached and reuse is on."""
+        paths = [self.path(sequence, frame) for frame in frames]
+        if not self.reuse or not all(p.is_file() for p in paths):
+            return None
+        return [np.asarray(Image.open(p), dtype=np.float32) / 255 for p in paths]
+
+    def save(self, sequence: str, frame: str, soft: np.ndarray) -> np.ndarray:
+        """Store ``soft`` and return it as stored (8-bit), so fresh and cached scores are equal."""
+        quantised = np.round(np.clip(soft, 0, 1) * 255).astype(np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(quantised).save(buffer, format="PNG")
+        write_bytes(self.path(sequence, frame), buffer.getvalue())
+        return quantised.astype(np.float32) / 255
+
+
+def _evaluate_videos(segmenter, sequences, predictions: Predictions, adapt_steps: int, threshold: float, progress):
+    scores = VideoScores()
+    for sequence in tqdm(sequences, desc="sequences", unit="seq", disable=not progress):
+        indices = sorted(sequence.annotations)
+        names = [Path(sequence.frame_name(i)).stem for i in indices]
+        maps = predictions.load(sequence.name, names)
+        if maps is None:
+            maps = _segment_sequence(segmenter, sequence, indices, adapt_steps, progress)
+            maps = [predictions.save(sequence.name, name, soft) for name, soft in zip(names, maps)]
+        for index, soft in zip(indices, maps):
+            truth = load_ground_truth(sequence, index)
+            if soft.shape != truth.shape:
+                raise EvaluationError(f"{sequence.name} frame {index}: prediction {soft.shape} and ground "
+                                      f"truth {truth.shape} differ in size (stale cached predictions?)")
+            scores.add(sequence.name, binarise(soft, threshold), truth)
+    return scores.per_sequence(), scores.summary()
+
+
+def _segment_sequence(segmenter, sequence, indices: list, adapt_steps: int, progress) -> list:
+    """Soft maps of the annotated frames, after adapting to the whole sequence if asked."""
+    if adapt_steps > 0:
+        segmenter = adapt(segmenter, _readable(sequence), adapt_steps, progress=progress)
+    try:
+        frames = [sequence.read(i) for i in indices]
+    except FrameError as err:
+        raise EvaluationError(f"an annotated frame cannot be read, so the sequence cannot be scored: {err}") from None
+    return segment_images(segmenter, frames)
+
+
+def _readable(sequence):
+    """The sequence's frames as arrays, unreadable ones left out with a warning (adaptation only)."""
+    frames = []
+    for i in range(len(sequence)):
+        try:
+            frames.append(sequence.read(i))
+        except FrameError as err:
+            logger.warning("adaptation skips an unreadable frame: %s", err)
+    return frames
+
+
+def _evaluate_saliency(segmenter, items, predictions: Predictions, progress):
+    scores = SaliencyScores()
+    for item in tqdm(items, desc="images", unit="image", disable=not progress):
+        cached = predictions.load("images", [item.name])
+        if cached is None:
+            try:
+                image = np.asarray(Image.open(item.image).convert("RGB"))
+            except OSError as err:
+                raise EvaluationError(f"{item.image}: cannot be read ({err})") from None
+            cached = [predictions.save("images", item.name, segment_images(segmenter, [image])[0])]
+        scores.add(cached[0], load_saliency_mask(item), name=item.name)
+    return scores.per_image(), scores.summary()
+
+
+def _paper(benchmark: str, mode: str, scores: dict) -> list:
+    return [{"metric": r.metric, "paper": r.value, "ours": scores.get(r.metric), "paper_data": r.data}
+            for r in PAPER.get((benchmark, mode), [])]
+
+
+def format_markdown(summary: dict) -> str:
+    """The summary as a Markdown report: settings, every score, and the paper's numbers beside ours."""
+    lines = [f"# {summary['benchmark']}, {summary['mode']}", ""]
+    for key in ("model", "root", "split", "resolution", "adapt_steps", "threshold"):
+        if summary.get(key) not in (None, ""):
+            lines.append(f"- {key}: {summary[key]}")
+    lines += ["", "| metric | ours |", "| --- | --- |"]
+    lines += [f"| {key} | {_number(value)} |" for key, value in summary["scores"].items()]
+    if summary["paper"]:
+        lines += ["", "| metric | ours | paper | paper's data |", "| --- | --- | --- | --- |"]
+        lines += [f"| {r['metric']} | {_number(r['ours'])} | {_number(r['paper'])} | {r['paper_data']} |"
+                  for r in summary["paper"]]
+        lines += ["", "The paper's numbers are on its test data; ours are on the data above "
+                  "(a different split or resolution is not the same benchmark)."]
+    return "\n".join(lines) + "\n"
+
+
+def _number(value) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def write_csv(path: Path, rows: list) -> None:
+    buffer = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    write_text(path, buffer.getvalue())
+
+
+def write_text(path: Path, text: str) -> None:
+    write_bytes(path, text.encode())
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write atomically: ``path`` holds the old content or the new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)

@@ -1,0 +1,155 @@
+"""objectness evaluate: predictions meet the right ground truth, and the scores are the metrics'."""
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import objectness.evaluate as evaluate_module
+from objectness import cli
+from objectness.amd import AMD
+from objectness.checkpoint import metadata, save_weights
+from objectness.evaluate import EvaluationError, evaluate
+from objectness.metrics import centre_prior, jaccard
+from objectness.segment import load_segmenter
+
+
+def _write_video_benchmark(root, sequences=2, frames=5, size=(24, 32)):
+    """A DAVIS-layout set whose ground truth is readable from the frames: bright pixels are the object."""
+    rng = np.random.default_rng(0)
+    truth = {}
+    for s in range(sequences):
+        name = f"seq{s}"
+        for t in range(frames):
+            mask = np.zeros(size, bool)
+            top, left = rng.integers(0, size[0] - 8), rng.integers(0, size[1] - 8)
+            mask[top:top + 8, left:left + 10] = True
+            frame = np.where(mask[..., None], 230, 20).astype(np.uint8).repeat(3, axis=2)
+            for folder, image in (("JPEGImages", frame), ("Annotations", mask.astype(np.uint8) * 255)):
+                path = root / folder / "240p" / name / f"{t:05d}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(image).save(path)
+            truth[(name, t)] = mask
+    (root / "ImageSets" / "240p").mkdir(parents=True)
+    (root / "ImageSets" / "240p" / "val.txt").write_text("".join(f"seq{s}\n" for s in range(sequences)))
+    return truth
+
+
+def _bright_segmenter(segmenter, images):
+    """A stand-in for segment_images that sees the object perfectly: soft map = brightness."""
+    return [np.asarray(image, np.float32).mean(-1) / 255 for image in images]
+
+
+@pytest.fixture
+def video_root(tmp_path):
+    root = tmp_path / "davis"
+    return root, _write_video_benchmark(root)
+
+
+def test_perfect_predictions_score_one_on_every_sequence(video_root, tmp_path, monkeypatch):
+    root, _ = video_root
+    monkeypatch.setattr(evaluate_module, "segment_images", _bright_segmenter)
+    summary = evaluate(None, "davis2016", root, tmp_path / "out", progress=False)
+    assert summary["scores"]["J_mean"] == 1.0
+    assert summary["scores"]["F_mean"] == 1.0
+    assert summary["scores"]["sequences"] == 2 and summary["scores"]["frames"] == 10
+
+
+def test_centre_prior_scores_equal_a_direct_computation(video_root, tmp_path):
+    root, truth = video_root
+    summary = evaluate(load_segmenter("centre-prior"), "davis2016", root, tmp_path / "out", progress=False)
+    prior = centre_prior(24, 32) > 0.5
+    per_sequence = [np.mean([jaccard(prior, truth[(f"seq{s}", t)]) for t in range(5)]) for s in range(2)]
+    assert summary["scores"]["J_mean"] == pytest.approx(np.mean(per_sequence))
+    rows = list(csv.DictReader(open(tmp_path / "out" / "per_sequence.csv")))
+    assert [row["sequence"] for row in rows] == ["seq0", "seq1"]
+    assert float(rows[1]["J_mean"]) == pytest.approx(per_sequence[1])
+
+
+def test_outputs_hold_the_paper_number_beside_ours(video_root, tmp_path, monkeypatch):
+    root, _ = video_root
+    monkeypatch.setattr(evaluate_module, "segment_images", _bright_segmenter)
+    evaluate(None, "davis2016", root, tmp_path / "out", progress=False)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["paper"] == [{"metric": "J_mean", "paper": 0.457, "ours": 1.0, "paper_data": "DAVIS 2016 val"}]
+    assert "| J_mean | 1.000 | 0.457 |" in (tmp_path / "out" / "summary.md").read_text()
+    assert len(list((tmp_path / "out" / "predictions" / "seq0").glob("*.png"))) == 5
+
+
+def test_cached_predictions_are_reused_when_asked_and_give_the_same_scores(video_root, tmp_path, monkeypatch):
+    root, _ = video_root
+    first = evaluate(load_segmenter("centre-prior"), "davis2016", root, tmp_path / "out", progress=False)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("segmented again despite cached predictions")
+
+    monkeypatch.setattr(evaluate_module, "segment_images", refuse)
+    again = evaluate(load_segmenter("centre-prior"), "davis2016", root, tmp_path / "out", reuse=True, progress=False)
+    assert again["scores"] == first["scores"]
+
+
+def test_an_existing_evaluation_is_not_overwritten_unless_asked(video_root, tmp_path):
+    root, _ = video_root
+    prior = load_segmenter("centre-prior")
+    evaluate(prior, "davis2016", root, tmp_path / "out", progress=False)
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        evaluate(prior, "davis2016", root, tmp_path / "out", progress=False)
+    evaluate(prior, "davis2016", root, tmp_path / "out", overwrite=True, progress=False)
+
+
+def test_reusing_predictions_of_another_model_is_refused(video_root, tmp_path):
+    root, _ = video_root
+    prior = load_segmenter("centre-prior")
+    evaluate(prior, "davis2016", root, tmp_path / "out", model_name="a", progress=False)
+    with pytest.raises(EvaluationError, match="model"):
+        evaluate(prior, "davis2016", root, tmp_path / "out", model_name="b", reuse=True, progress=False)
+
+
+def test_saliency_scores_of_a_perfect_prediction(tmp_path, monkeypatch):
+    for name in ("a", "b"):
+        mask = np.zeros((20, 30), np.uint8)
+        mask[5:15, 8:20] = 255
+        for folder, image in (("images", np.stack([mask] * 3, -1)), ("masks", mask)):
+            (tmp_path / "sod" / folder).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(tmp_path / "sod" / folder / f"{name}.png")
+    monkeypatch.setattr(evaluate_module, "segment_images", _bright_segmenter)
+    summary = evaluate(None, "saliency", tmp_path / "sod", tmp_path / "out", progress=False)
+    assert summary["scores"]["images"] == 2
+    assert summary["scores"]["fbeta_max"] == pytest.approx(1.0)
+    assert summary["scores"]["mae"] == pytest.approx(0.0)
+    rows = list(csv.DictReader(open(tmp_path / "out" / "per_image.csv")))
+    assert [row["name"] for row in rows] == ["a", "b"]
+
+
+def test_saliency_sets_have_no_per_video_mode(tmp_path):
+    with pytest.raises(EvaluationError, match="per-video"):
+        evaluate(None, "duts", tmp_path, tmp_path / "out", mode="per-video", progress=False)
+
+
+def test_per_video_mode_adapts_a_real_model(video_root, tmp_path, tiny_config):
+    root, _ = video_root
+    torch.manual_seed(0)
+    save_weights(tmp_path / "model.safetensors", AMD(tiny_config.model), tiny_config, metadata(objectness_channel=1))
+    segmenter = load_segmenter(tmp_path / "model.safetensors", device="cpu")
+    summary = evaluate(segmenter, "davis2016", root, tmp_path / "out", mode="per-video", adapt_steps=1, progress=False)
+    assert summary["adapt_steps"] == 1
+    assert 0 <= summary["scores"]["J_mean"] <= 1
+
+
+def test_cli_evaluates_the_centre_prior_and_prints_the_table(video_root, tmp_path, capsys):
+    root, _ = video_root
+    code = cli.main(["evaluate", "davis2016", "--root", str(root), "--checkpoint", "centre-prior",
+                     "--out", str(tmp_path / "out")])
+    assert code == 0
+    assert "| J_mean |" in capsys.readouterr().out
+    assert (tmp_path / "out" / "summary.md").is_file()
+
+
+def test_cli_reports_a_missing_benchmark_in_one_line(tmp_path, capsys):
+    code = cli.main(["evaluate", "davis2016", "--root", str(tmp_path / "nowhere"), "--checkpoint", "centre-prior",
+                     "--out", str(tmp_path / "out")])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("objectness: error:") and "nowhere" in err and "\n" not in err
