@@ -1,0 +1,568 @@
+"""``objectness bench``: how fast AMD trains, segments and adapts on this machine (issue 4).
+
+Random weights and random inputs. Every time is a median over repeated calls
+after warm-up, with the device synchronised around each call; FLOPs come from
+torch.utils.flop_counter and are set against a dense matmul measured in the
+same run (float32 on CPU, bfloat16 on CUDA).
+
+    configs = load_configs(["cpu-small"], ["train.batch_size=4"])
+    result = benchmark(configs, "cpu", BenchOptions(sections=("train",)))
+    print(format_report(result))
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import io
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torchvision
+from PIL import Image
+from torch.utils.flop_counter import FlopCounterMode
+from tqdm import tqdm
+
+from . import __version__
+from .amd import AMD
+from .config import Config, ConfigError, load_config, to_dict
+from .data import Video, build_pair_dataset
+from .segment import BATCH_SIZE, Segmenter, adapt, inference_short_edge, inference_size, segment_video
+from .train import make_optimizer, pair_loader, resolve_device, training_step
+
+SECTIONS = ("train", "infer", "adapt", "loader")
+DEFAULT_PRESETS = ("paper", "cpu-small")
+FRAME_480P = (480, 854)  # (H, W) of a DAVIS 480p frame
+PAPER_ADAPT_STEPS = 100  # test-time adaptation steps per video in the paper
+LOADER_BATCHES = 20
+TOP_OPS = 15
+
+
+@dataclass
+class BenchOptions:
+    sections: tuple = SECTIONS
+    repeats: int = 3  # timed calls; the median is reported
+    warmup: int = 1  # untimed calls first
+    adapt_steps: Optional[int] = None  # measured adaptation steps; None: 2 on CPU, 100 on CUDA
+    video_frames: int = 8  # frames of the synthetic 480p video
+    infer_batch: Optional[int] = None  # images per f_A call; None: 1 on CPU, segment's batch on CUDA
+    matmul_size: Optional[int] = None  # of the peak matmul; None: 2048 on CPU, 8192 on CUDA
+    data: Optional[str] = None  # data.source of the loader section; None skips it
+    profile: Optional[Path] = None  # profile training too; chrome traces beside this path (see trace_path)
+
+    def __post_init__(self):
+        unknown = set(self.sections) - set(SECTIONS)
+        if unknown:
+            raise ConfigError(f"bench: unknown section(s) {', '.join(sorted(unknown))} (sections: {', '.join(SECTIONS)})")
+        minimum = {"repeats": 1, "warmup": 0, "adapt_steps": 1, "video_frames": 2, "infer_batch": 1, "matmul_size": 1}
+        for name, least in minimum.items():
+            value = getattr(self, name)
+            if value is not None and value < least:
+                raise ConfigError(f"bench: {name.replace('_', '-')} must be at least {least}, got {value}")
+
+
+# ---------------------------------------------------------------- measurement helpers
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_seconds(fn, device: torch.device, repeats: int = 3, warmup: int = 1) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:  # Linux: restart the process's RSS high-water mark, which getrusage reports
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_memory(device: torch.device) -> int:
+    """Bytes: CUDA memory allocated by tensors, or the process's RSS high-water mark on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    import resource  # Unix only
+
+    max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return max_rss if sys.platform == "darwin" else max_rss * 1024  # bytes on macOS, KiB on Linux
+
+
+def count_flops(fn) -> int:
+    """FLOPs of the matmuls and convolutions that ``fn()`` runs, backward included (a multiply-add is 2)."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def matmul_peak(device: torch.device, size: int, repeats: int = 3, warmup: int = 1) -> dict:
+    """The dense matmul rate this device reaches: float32 on CPU, bfloat16 on CUDA."""
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    calls = 10 if device.type == "cuda" else 1  # a CUDA matmul is too short to time alone
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+
+    def matmuls():
+        for _ in range(calls):
+            torch.mm(a, b)
+
+    seconds = median_seconds(matmuls, device, repeats, warmup) / calls
+    return {"dtype": str(dtype).removeprefix("torch."), "size": size, "seconds": seconds,
+            "flops_per_s": 2 * size**3 / seconds}
+
+
+def achieved(flops: int, seconds: float, peak: Optional[dict]) -> dict:
+    rate = flops / seconds
+    return {"flops_per_s": rate, "peak_fraction": rate / peak["flops_per_s"] if peak else None}
+
+
+# ---------------------------------------------------------------- the sections
+
+
+def build_model(cfg: Config, device: torch.device) -> AMD:
+    torch.manual_seed(0)
+    return AMD(cfg.model).to(device)
+
+
+def uses_amp(cfg: Config, device: torch.device) -> bool:
+    return cfg.train.amp and device.type == "cuda"
+
+
+def train_step_fn(model: AMD, cfg: Config, device: torch.device):
+    """One step as train.train runs it, on a fixed batch of random pairs (B, 2, 3, H, W)."""
+    optimizer, _ = make_optimizer(model, cfg.train)
+    frames = torch.rand(cfg.train.batch_size, 2, 3, *cfg.data.crop_size, device=device)
+    amp = uses_amp(cfg, device)
+
+    def step():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            loss, _, _ = training_step(model, frames, cfg.loss)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+        optimizer.step()
+        return loss
+
+    return step, optimizer, frames
+
+
+def bench_train(cfg: Config, device: torch.device, options: BenchOptions, peak: Optional[dict]) -> dict:
+    step, _, _ = train_step_fn(build_model(cfg, device).train(), cfg, device)
+    reset_peak_memory(device)
+    flops = count_flops(step)  # also the first warm-up step
+    seconds = median_seconds(step, device, options.repeats, max(options.warmup - 1, 0))
+    return {"batch_size": cfg.train.batch_size, "crop_size": list(cfg.data.crop_size), "step_s": seconds,
+            "pairs_per_s": cfg.train.batch_size / seconds, "flops_per_step": flops,
+            **achieved(flops, seconds, peak), "peak_memory_bytes": peak_memory(device)}
+
+
+def bench_infer(cfg: Config, device: torch.device, options: BenchOptions, peak: Optional[dict]) -> dict:
+    """f_A alone, eval, no grad: at 384 x 384, and at a 480p frame resized as ``objectness segment`` does."""
+    appearance = build_model(cfg, device).appearance.eval()
+    batch = options.infer_batch or (BATCH_SIZE if device.type == "cuda" else 1)
+    sizes = {"384x384": (384, 384), "480p": inference_size(*FRAME_480P, inference_short_edge(cfg))}
+    results = {}
+    for name, size in sizes.items():
+        images = torch.rand(batch, 3, *size, device=device)
+
+        @torch.no_grad()
+        def forward():
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_amp(cfg, device)):
+                return appearance(images)
+
+        reset_peak_memory(device)
+        flops = count_flops(forward) // batch  # also the first warm-up call
+        seconds = median_seconds(forward, device, options.repeats, max(options.warmup - 1, 0)) / batch
+        results[name] = {"input_size": list(size), "batch": batch, "s_per_image": seconds, "images_per_s": 1 / seconds,
+                         "flops_per_image": flops, **achieved(flops, seconds, peak),
+                         "peak_memory_bytes": peak_memory(device)}
+    results["480p"]["frame_size"] = list(FRAME_480P)
+    return results
+
+
+def synthetic_video(num_frames: int, size: tuple = FRAME_480P, pan: int = 8, seed: int = 0) -> Video:
+    """A camera pan over smooth random texture, JPEG-encoded as ``objectness segment`` holds a video file."""
+    height, width = size
+    rng = np.random.default_rng(seed)
+    full_width = width + pan * num_frames
+    cells = rng.integers(0, 256, (height // 16, full_width // 16, 3), dtype=np.uint8)
+    texture = Image.fromarray(cells).resize((full_width, height), Image.Resampling.BILINEAR)
+    frames = []
+    for t in range(num_frames):
+        buffer = io.BytesIO()
+        texture.crop((pan * t, 0, pan * t + width, height)).save(buffer, format="JPEG", quality=95)
+        frames.append(buffer.getvalue())
+    return Video("synthetic-480p", frames)
+
+
+def bench_adapt(cfg: Config, device: torch.device, options: BenchOptions, peak: Optional[dict]) -> dict:
+    """segment.adapt on a synthetic 480p video, then segmenting its frames with the adapted copy."""
+    steps = options.adapt_steps or (PAPER_ADAPT_STEPS if device.type == "cuda" else 2)
+    video = synthetic_video(options.video_frames)
+    segmenter = Segmenter(build_model(cfg, device).eval(), cfg, 0, device, inference_short_edge(cfg))
+    if options.warmup:
+        adapt(segmenter, video, options.warmup, progress=False)
+    reset_peak_memory(device)
+    start = time.perf_counter()
+    adapted = adapt(segmenter, video, steps, progress=False)
+    synchronize(device)
+    per_step = (time.perf_counter() - start) / steps  # the copy of the model is spread over the steps
+    memory = peak_memory(device)
+    start = time.perf_counter()
+    segment_video(adapted, video, progress=False)
+    segment_s = time.perf_counter() - start
+    return {"frame_size": list(FRAME_480P), "frames": len(video), "steps_measured": steps, "s_per_step": per_step,
+            f"s_for_{PAPER_ADAPT_STEPS}_steps": per_step * PAPER_ADAPT_STEPS,
+            "projected": steps < PAPER_ADAPT_STEPS, "segment_s": segment_s, "s_per_frame": segment_s / len(video),
+            "peak_memory_bytes": memory}
+
+
+def bench_loader(cfg: Config, device: torch.device, options: BenchOptions, peak: Optional[dict]) -> dict:
+    """Pairs per second that the training DataLoader delivers from ``options.data``, onto the device."""
+    batches = LOADER_BATCHES
+    warmup = max(options.warmup, 1)  # the first batch waits for the workers to start
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, source=options.data),
+                              train=dataclasses.replace(cfg.train, steps=warmup + batches))
+    loader = iter(pair_loader(build_pair_dataset(cfg.data, seed=cfg.train.seed), cfg, 0, device))
+    for _ in range(warmup):
+        next(loader)
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(loader)["frames"].to(device, non_blocking=True)
+    synchronize(device)
+    seconds = time.perf_counter() - start
+    return {"source": options.data, "workers": cfg.data.workers, "batches": batches,
+            "pairs_per_s": batches * cfg.train.batch_size / seconds}
+
+
+SECTION_FUNCTIONS = {"train": bench_train, "infer": bench_infer, "adapt": bench_adapt, "loader": bench_loader}
+
+
+# ---------------------------------------------------------------- profile
+
+
+def profile_training(cfg: Config, device: torch.device, options: BenchOptions, trace: Path, steps: int = 2) -> dict:
+    """torch.profiler over ``steps`` training steps (chrome trace to ``trace``), and the step's parts
+    timed with synchronised timers: f_A forward, f_M forward, the rest of the forward, loss,
+    backward, optimizer."""
+    model = build_model(cfg, device).train()
+    step, _, _ = train_step_fn(model, cfg, device)
+    step()
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as profiler:
+        for _ in range(steps):
+            step()
+        synchronize(device)
+    trace.parent.mkdir(parents=True, exist_ok=True)
+    profiler.export_chrome_trace(str(trace))
+    timed_steps = max(options.repeats, steps)
+    return {"trace": str(trace), "steps": steps, "top_ops": top_ops(profiler, device),
+            "breakdown_steps": timed_steps, "breakdown_s": step_breakdown(model, cfg, device, timed_steps)}
+
+
+def top_ops(profiler, device: torch.device, count: int = TOP_OPS) -> list:
+    """The ops with the most self time (CUDA time on CUDA, else CPU time), per profiled step summed."""
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    events = sorted(profiler.key_averages(), key=lambda e: getattr(e, key, 0), reverse=True)[:count]
+    return [{"name": e.key, "calls": e.count, "self_cpu_s": e.self_cpu_time_total / 1e6,
+             "self_device_s": getattr(e, "self_device_time_total", 0) / 1e6} for e in events]
+
+
+def step_breakdown(model: AMD, cfg: Config, device: torch.device, steps: int) -> dict:
+    """Median seconds of each part of a training step, from hooks on f_A, f_M and AMD."""
+    marks = {}
+
+    def mark(name):
+        synchronize(device)
+        marks[name] = time.perf_counter()
+
+    hooks = [
+        model.appearance.register_forward_pre_hook(lambda *_: mark("appearance_start")),
+        model.appearance.register_forward_hook(lambda *_: mark("appearance_end")),
+        model.motion.register_forward_pre_hook(lambda *_: mark("motion_start")),
+        model.motion.register_forward_hook(lambda *_: mark("motion_end")),
+        model.register_forward_hook(lambda *_: mark("model_end")),
+    ]
+    step, optimizer, frames = train_step_fn(model, cfg, device)
+    amp = uses_amp(cfg, device)
+    parts = defaultdict(list)
+    try:
+        for _ in range(steps):
+            mark("start")
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                loss, _, _ = training_step(model, frames, cfg.loss)
+            mark("loss_end")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            mark("backward_end")
+            if cfg.train.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+            optimizer.step()
+            mark("optimizer_end")
+            m = marks
+            forward_appearance = m["appearance_end"] - m["appearance_start"]
+            forward_motion = m["motion_end"] - m["motion_start"]
+            parts["forward_appearance"].append(forward_appearance)
+            parts["forward_motion"].append(forward_motion)
+            # frames resized for f_M, and the segment flow laid out at every level (flow_pyramid)
+            parts["forward_other"].append(m["model_end"] - m["start"] - forward_appearance - forward_motion)
+            parts["loss"].append(m["loss_end"] - m["model_end"])
+            parts["backward"].append(m["backward_end"] - m["loss_end"])
+            parts["optimizer"].append(m["optimizer_end"] - m["backward_end"])
+            parts["step"].append(m["optimizer_end"] - m["start"])
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return {name: statistics.median(times) for name, times in parts.items()}
+
+
+# ---------------------------------------------------------------- the run
+
+
+def load_configs(presets, overrides=()) -> dict:
+    """Preset name or YAML path -> Config with the ``key=value`` overrides applied to each."""
+    return {name: load_config(name, list(overrides)) for name in presets}
+
+
+def environment(device: torch.device, options: BenchOptions) -> dict:
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": str(device),
+        "device_name": device_name(device),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "objectness": __version__,
+        "python": platform.python_version(),
+        "sections": list(options.sections),
+        "repeats": options.repeats,
+        "warmup": options.warmup,
+    }
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} logical CPUs"
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs"
+
+
+def benchmark(configs: dict, device="auto", options: Optional[BenchOptions] = None, progress: bool = True) -> dict:
+    """Run the chosen sections for each config; returns the JSON-ready result.
+
+    {"environment": {date, device, device_name, threads, torch, torchvision, objectness, python,
+                     sections, repeats, warmup},
+     "matmul_peak": {dtype, size, seconds, flops_per_s} or null (train and infer not run),
+     "presets": {name: {"precision", "config": full config,
+         "train": {batch_size, crop_size, step_s, pairs_per_s, flops_per_step, flops_per_s,
+                   peak_fraction, peak_memory_bytes},
+         "infer": {"384x384" | "480p": {input_size, batch, s_per_image, images_per_s, flops_per_image,
+                   flops_per_s, peak_fraction, peak_memory_bytes} (480p also frame_size)},
+         "adapt": {frame_size, frames, steps_measured, s_per_step, s_for_100_steps, projected,
+                   segment_s, s_per_frame, peak_memory_bytes},
+         "loader": {source, workers, batches, pairs_per_s},
+         "profile": {trace, steps, top_ops: [{name, calls, self_cpu_s, self_device_s}], breakdown_steps,
+                     breakdown_s: {forward_appearance, forward_motion, forward_other, loss,
+                                   backward, optimizer, step}}}}}
+    A section not asked for, or the loader without options.data, is absent.
+    """
+    options = options or BenchOptions()
+    device = resolve_device(str(device))
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as train.train: fixed sizes
+    sections = [s for s in options.sections if s != "loader" or options.data is not None]
+    tasks = [(name, section) for name in configs for section in sections]
+    if options.profile is not None:
+        tasks += [(name, "profile") for name in configs]
+    needs_peak = any(s in ("train", "infer") for s in sections)
+    result = {"environment": environment(device, options), "matmul_peak": None,
+              "presets": {name: {"precision": "bfloat16 autocast" if uses_amp(cfg, device) else "float32",
+                                 "config": to_dict(cfg)} for name, cfg in configs.items()}}
+    with tqdm(total=len(tasks) + needs_peak, desc="bench", unit="section", disable=not progress) as bar:
+        if needs_peak:
+            bar.set_postfix_str("matmul peak")
+            size = options.matmul_size or (8192 if device.type == "cuda" else 2048)
+            result["matmul_peak"] = matmul_peak(device, size, options.repeats, options.warmup)
+            bar.update()
+        for name, section in tasks:
+            bar.set_postfix_str(f"{name}: {section}")
+            cfg = configs[name]
+            if section == "profile":
+                entry = profile_training(cfg, device, options, trace_path(options.profile, name))
+            else:
+                entry = SECTION_FUNCTIONS[section](cfg, device, options, result["matmul_peak"])
+            result["presets"][name][section] = entry
+            bar.update()
+    return result
+
+
+# ---------------------------------------------------------------- report
+
+
+def format_report(result: dict) -> str:
+    env, peak = result["environment"], result["matmul_peak"]
+    lines = [f"objectness bench {env['date']}: {env['device']} ({env['device_name']}), {env['threads']} thread(s), "
+             f"torch {env['torch']}, torchvision {env['torchvision']}, objectness {env['objectness']}"]
+    if peak:
+        lines.append(f"dense matmul peak: {_rate(peak['flops_per_s'])} ({peak['dtype']}, {peak['size']}^3, "
+                     f"median of {env['repeats']})")
+    lines.append(f"medians of {env['repeats']} timed calls after {env['warmup']} warm-up call(s)")
+    rows = [("preset", "measurement", "time", "throughput", "FLOPs", "of peak", "peak memory")]
+    for name, entry in result["presets"].items():
+        rows += [(name, *row) for row in _rows(entry)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines.append("")
+    lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    if "loader" in env["sections"] and not any("loader" in e for e in result["presets"].values()):
+        lines.append("loader: skipped (no --data)")
+    for name, entry in result["presets"].items():
+        if "profile" in entry:
+            lines += ["", *_profile_lines(name, entry["profile"])]
+    return "\n".join(lines)
+
+
+def _rows(entry: dict) -> list:
+    precision = "bf16" if entry["precision"].startswith("bfloat16") else "fp32"
+    rows = []
+    if "train" in entry:
+        t = entry["train"]
+        crop = "x".join(map(str, t["crop_size"]))
+        rows.append((f"training step: {t['batch_size']} pairs {crop}, {precision}", _seconds(t["step_s"]) + "/step",
+                     f"{t['pairs_per_s']:.3g} pairs/s", _flops(t["flops_per_step"]), _percent(t["peak_fraction"]),
+                     _bytes(t["peak_memory_bytes"])))
+    for name, i in entry.get("infer", {}).items():
+        size = "x".join(map(str, i["input_size"]))
+        what = f"f_A: {size}" if name == "384x384" else f"f_A: 480p frame at {size}"
+        rows.append((f"{what}, batch {i['batch']}, {precision}", _seconds(i["s_per_image"]) + "/image",
+                     f"{i['images_per_s']:.3g} images/s", _flops(i["flops_per_image"]), _percent(i["peak_fraction"]),
+                     _bytes(i["peak_memory_bytes"])))
+    if "adapt" in entry:
+        a = entry["adapt"]
+        total = a[f"s_for_{PAPER_ADAPT_STEPS}_steps"]
+        n = a["steps_measured"]
+        how = f"projected from {n} measured step{'s' * (n != 1)}" if a["projected"] else f"{n} steps measured"
+        rows.append((f"adaptation on a 480p video ({how})", _seconds(a["s_per_step"]) + "/step",
+                     f"{PAPER_ADAPT_STEPS} steps: {_seconds(total)}", "", "", _bytes(a["peak_memory_bytes"])))
+        rows.append((f"segmenting its {a['frames']} frames", _seconds(a["s_per_frame"]) + "/frame",
+                     f"{1 / a['s_per_frame']:.3g} frames/s", "", "", ""))
+    if "loader" in entry:
+        loader = entry["loader"]
+        versus = ""
+        if "train" in entry:
+            versus = f" = {loader['pairs_per_s'] / entry['train']['pairs_per_s']:.3g}x the step's"
+        rows.append((f"loader: {loader['source']}, {loader['workers']} workers", "",
+                     f"{loader['pairs_per_s']:.3g} pairs/s{versus}", "", "", ""))
+    return rows
+
+
+def _profile_lines(name: str, profile: dict) -> list:
+    breakdown = profile["breakdown_s"]
+    lines = [f"{name}: a training step in parts (medians of {profile['breakdown_steps']} steps, synchronised timers)"]
+    lines += [f"  {part:<20}{_seconds(seconds):>10}  {seconds / breakdown['step']:6.1%}"
+              for part, seconds in breakdown.items() if part != "step"]
+    lines.append(f"  {'step':<20}{_seconds(breakdown['step']):>10}")
+    lines.append(f"{name}: top ops by self time over {profile['steps']} profiled steps (trace: {profile['trace']})")
+    lines.append(f"  {'op':<40}{'calls':>8}{'self CPU':>12}{'self device':>14}")
+    lines += [f"  {op['name'][:40]:<40}{op['calls']:>8}{_seconds(op['self_cpu_s']):>12}{_seconds(op['self_device_s']):>14}"
+              for op in profile["top_ops"]]
+    return lines
+
+
+def _seconds(seconds: float) -> str:
+    if seconds >= 1:
+        return f"{seconds:.3g} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.3g} ms"
+    return f"{seconds * 1e6:.3g} us"
+
+
+def _scaled(value: float, unit: str) -> str:
+    for prefix, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.3g} {prefix}{unit}"
+    return f"{value:.3g} {unit}"
+
+
+def _flops(flops: int) -> str:
+    return _scaled(flops, "FLOP")
+
+
+def _rate(flops_per_s: float) -> str:
+    return _scaled(flops_per_s, "FLOP/s")
+
+
+def _percent(fraction) -> str:
+    return "" if fraction is None else f"{fraction:.1%}"
+
+
+def _bytes(count: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= scale:
+            return f"{count / scale:.3g} {unit}"
+    return f"{count} B"
+
+
+def trace_path(out: Path, preset: str) -> Path:
+    """A preset's chrome trace, next to the JSON: bench.json -> bench.paper.trace.json."""
+    return Path(out).with_name(f"{Path(out).stem}.{Path(preset).stem}.trace.json")
+
+
+def check_out(out: Optional[Path], presets, profile: bool, overwrite: bool) -> None:
+    """Refuse, before any work, to replace the JSON or a trace unless ``overwrite``."""
+    if out is None:
+        if profile:
+            raise ConfigError("bench: --profile writes its chrome traces next to --out; give --out")
+        return
+    paths = [out] + ([trace_path(out, name) for name in presets] if profile else [])
+    for path in paths:
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+
+
+def write_report(result: dict, out: Path, overwrite: bool = False) -> None:
+    """The result as JSON, written atomically; an existing file is refused unless ``overwrite``."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as file:
+            json.dump(result, file, indent=2)
+            file.write("\n")
+        os.replace(temporary, out)
+    finally:
+        Path(temporary).unlink(missing_ok=True)

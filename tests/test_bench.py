@@ -1,0 +1,114 @@
+import contextlib
+import io
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from objectness import cli
+from objectness.bench import count_flops, median_seconds
+
+QUICK = ["--device", "cpu", "--repeats", "1", "--warmup", "0", "--matmul-size", "256"]
+
+
+def _sets(overrides) -> list:
+    return [arg for override in overrides for arg in ("--set", override)]
+
+
+def _bench(argv) -> tuple:
+    """(exit code, printed table) of ``objectness bench ARGV``."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = cli.main(["bench", *argv])
+    return code, out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, tiny_overrides):
+    """Every section and the profile of a tiny config: (exit code, table, JSON, JSON path)."""
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    argv = ["--config", "paper", *_sets(tiny_overrides), *QUICK, "--adapt-steps", "1", "--frames", "2",
+            "--data", "synthetic", "--profile", "--out", str(out)]
+    code, table = _bench(argv)
+    return code, table, json.loads(out.read_text()), out
+
+
+def test_flops_of_a_matmul_only_module_are_counted_exactly():
+    m, k, n = 7, 12, 5
+    layer = nn.Linear(k, n, bias=False)
+    assert count_flops(lambda: layer(torch.ones(m, k))) == 2 * m * n * k
+
+
+def test_median_seconds_times_the_repeats_after_the_warmup():
+    calls = []
+    seconds = median_seconds(lambda: calls.append(1), torch.device("cpu"), repeats=3, warmup=2)
+    assert len(calls) == 5 and seconds >= 0
+
+
+def test_json_holds_every_section_with_positive_numbers(full_run):
+    code, _, result, _ = full_run
+    assert code == 0
+    assert result["matmul_peak"]["flops_per_s"] > 0
+    paper = result["presets"]["paper"]
+    train = paper["train"]
+    for key in ("step_s", "pairs_per_s", "flops_per_step", "flops_per_s", "peak_fraction", "peak_memory_bytes"):
+        assert train[key] > 0, key
+    assert set(paper["infer"]) == {"384x384", "480p"}
+    for infer in paper["infer"].values():
+        for key in ("s_per_image", "images_per_s", "flops_per_image", "peak_fraction", "peak_memory_bytes"):
+            assert infer[key] > 0, key
+    adapt = paper["adapt"]
+    assert adapt["steps_measured"] == 1 and adapt["projected"]
+    assert adapt["s_for_100_steps"] == pytest.approx(100 * adapt["s_per_step"])
+    assert adapt["segment_s"] > 0 and adapt["peak_memory_bytes"] > 0
+    assert paper["loader"]["pairs_per_s"] > 0
+
+
+def test_table_shows_every_section_the_threads_and_versions(full_run):
+    _, table, result, _ = full_run
+    for text in ("training step", "f_A: 384x384", "f_A: 480p frame", "adaptation on a 480p video",
+                 "projected from 1 measured step", "segmenting its 2 frames", "loader: synthetic", "matmul peak",
+                 f"{torch.get_num_threads()} thread(s)", f"torch {torch.__version__}", "torchvision", "objectness 0.1"):
+        assert text in table, text
+    assert result["environment"]["threads"] == torch.get_num_threads()
+
+
+def test_profile_writes_a_chrome_trace_and_times_the_parts_of_a_step(full_run):
+    _, table, result, out = full_run
+    profile = result["presets"]["paper"]["profile"]
+    trace = out.with_name("bench.paper.trace.json")
+    assert profile["trace"] == str(trace) and "traceEvents" in json.loads(trace.read_text())
+    parts = profile["breakdown_s"]
+    assert set(parts) == {"forward_appearance", "forward_motion", "forward_other", "loss", "backward", "optimizer", "step"}
+    assert all(parts[name] > 0 for name in ("forward_appearance", "forward_motion", "loss", "backward", "optimizer"))
+    assert profile["top_ops"] and "top ops by self time" in table and "forward_motion" in table
+
+
+def test_only_restricts_the_sections(tmp_path, tiny_overrides):
+    out = tmp_path / "bench.json"
+    code, table = _bench(["--config", "paper", *_sets(tiny_overrides), *QUICK, "--only", "infer", "--out", str(out)])
+    assert code == 0
+    assert set(json.loads(out.read_text())["presets"]["paper"]) == {"precision", "config", "infer"}
+    assert "f_A: 384x384" in table and "training step" not in table and "adaptation" not in table
+
+
+def test_an_existing_out_file_is_refused_without_overwrite(tmp_path, tiny_overrides, capsys):
+    out = tmp_path / "bench.json"
+    out.write_text("keep")
+    argv = ["bench", "--config", "paper", *_sets(tiny_overrides), *QUICK, "--only", "loader", "--data", "synthetic",
+            "--out", str(out)]
+    assert cli.main(argv) == 2
+    assert "--overwrite" in capsys.readouterr().err and out.read_text() == "keep"
+    assert cli.main([*argv, "--overwrite"]) == 0
+    assert json.loads(out.read_text())["presets"]["paper"]["loader"]["pairs_per_s"] > 0
+
+
+def test_help_names_the_sections_and_flags(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["bench", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--config", "--set", "--device", "--only", "--repeats", "--warmup", "--adapt-steps", "--data",
+                 "--profile", "--out", "--overwrite", "train", "infer", "adapt", "loader"):
+        assert flag in text, flag
