@@ -104,7 +104,72 @@ def run_demo(args) -> int:
     return 0
 
 
-SUBCOMMANDS = (add_train_parser, add_demo_parser)
+def add_segment_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "segment",
+        help="segment the objects in images and videos with a trained model (zero-shot)",
+        description=(
+            "Segment objects in images, videos and folders of frames with no labels: the objectness "
+            "channel of the appearance network is the object map. A folder of images is one video "
+            "(frames in name order) unless --images is given. --adapt first trains a copy of the model "
+            "for N steps on each video's own frame pairs (test-time adaptation; the weights on disk "
+            "are not changed). Writes <stem>_soft.png, <stem>_mask.png and <stem>_overlay.jpg per image "
+            "or frame to --out/<input name>/, and overlay.mp4 and channels.png per video."
+        ),
+        epilog="example: objectness segment clip.mp4 photo.jpg frames/ --checkpoint runs/amd --out seg --adapt",
+    )
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
+                        help="image files, video files (mp4, avi, mov, webm, mkv) and folders")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    parser.add_argument("--checkpoint", metavar="CKPT",
+                        help="a run folder, last.pt or model.safetensors; 'centre-prior' for the baseline")
+    parser.add_argument("--channel", type=int, metavar="K",
+                        help="the objectness channel (default: the one stored with the checkpoint)")
+    parser.add_argument("--threshold", type=_unit_interval, default=0.5, metavar="T",
+                        help="the mask is the soft map above T (default: 0.5)")
+    parser.add_argument("--adapt", type=_non_negative_int, nargs="?", const=100, default=0, metavar="N",
+                        help="adapt to each video for N steps first (N = 100 if omitted; default: no adaptation); "
+                             "put it after the inputs")
+    parser.add_argument("--images", action="store_true", help="a folder holds independent images, not a video")
+    parser.add_argument("--device", default="auto", metavar="D", help="auto, cpu, cuda, cuda:1, ... (default: auto)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output folders of the inputs")
+    parser.set_defaults(run=run_segment)
+
+
+def _unit_interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must lie in 0..1, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def run_segment(args) -> int:
+    from .segment import default_checkpoint, load_segmenter, segment_inputs
+
+    checkpoint = args.checkpoint if args.checkpoint is not None else default_checkpoint()
+    segmenter = load_segmenter(checkpoint, args.channel, args.device)
+    summary = segment_inputs(segmenter, args.inputs, args.out, threshold=args.threshold, adapt_steps=args.adapt,
+                             images=args.images, overwrite=args.overwrite)
+    print(f"segmented {len(summary['outputs'])} input(s): results in {args.out}")
+    if summary["skipped"]:
+        print(f"skipped {summary['skipped']} unreadable or unusable file(s); see the warnings above")
+    return 0
+
+
+SUBCOMMANDS = (add_train_parser, add_demo_parser, add_segment_parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
