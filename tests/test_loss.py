@@ -1,5 +1,6 @@
 """Warping, occlusion and the view synthesis objective (SPEC 1.4)."""
 import torch
+import torch.nn.functional as F
 
 from objectness.amd import AMD
 from objectness.config import LossConfig, load_config
@@ -90,3 +91,37 @@ def test_gradients_reach_both_networks():
         assert grads and sum(grads) > 0, f"no gradient reached the {name} network"
     assert model.appearance.head.classifier.weight.grad.abs().sum() > 0
     assert set(terms) >= {"photometric_0", "photometric_3", "visible"}
+
+
+def _plain_ssim_distance(x, y):
+    """The textbook form: five separate 3x3 poolings (the reference for the fused one)."""
+    x, y = F.pad(x, (1, 1, 1, 1), mode="reflect"), F.pad(y, (1, 1, 1, 1), mode="reflect")
+    mu_x, mu_y = F.avg_pool2d(x, 3, 1), F.avg_pool2d(y, 3, 1)
+    var_x = F.avg_pool2d(x * x, 3, 1) - mu_x**2
+    var_y = F.avg_pool2d(y * y, 3, 1) - mu_y**2
+    cov = F.avg_pool2d(x * y, 3, 1) - mu_x * mu_y
+    c1, c2 = 0.01**2, 0.03**2
+    ssim = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return ((1 - ssim) / 2).clamp(0, 1)
+
+
+def _plain_backward_warp(image, flow):
+    """grid_sample on a grid built with a scale tensor and a permute (the reference)."""
+    _, _, h, w = flow.shape
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=flow.dtype), torch.arange(w, dtype=flow.dtype), indexing="ij")
+    coords = torch.stack([xs, ys])[None] + flow
+    scale = torch.tensor([2 / (w - 1), 2 / (h - 1)]).view(1, 2, 1, 1)
+    grid = (coords * scale - 1).permute(0, 2, 3, 1)
+    return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def test_fused_ssim_equals_the_plain_form():
+    torch.manual_seed(0)
+    x, y = torch.rand(2, 3, 17, 23), torch.rand(2, 3, 17, 23)
+    torch.testing.assert_close(ssim_distance(x, y), _plain_ssim_distance(x, y))
+
+
+def test_backward_warp_equals_the_plain_form_under_random_flow():
+    torch.manual_seed(0)
+    image, flow = torch.rand(2, 3, 12, 20), 3 * torch.randn(2, 2, 12, 20)
+    torch.testing.assert_close(backward_warp(image, flow), _plain_backward_warp(image, flow))

@@ -10,7 +10,7 @@ from torch import nn
 from .appearance import AppearanceNet
 from .config import ConfigError, ModelConfig
 from .motion import MotionNet
-from .segment_flow import compose, resize_masks
+from .segment_flow import compose, resize_masks, scale_xy
 
 
 @dataclass
@@ -44,7 +44,9 @@ class AMD(nn.Module):
         else:
             masks12, masks21 = masks1, masks2
         motion_size = tuple(self.cfg.motion.input_size or frame1.shape[-2:])
-        motion_frames = F.interpolate(torch.cat([frame1, frame2]), size=motion_size, mode="bilinear", align_corners=False)
+        motion_frames = torch.cat([frame1, frame2])
+        if motion_size != tuple(frame1.shape[-2:]):
+            motion_frames = F.interpolate(motion_frames, size=motion_size, mode="bilinear", align_corners=False)
         levels12, levels21 = self.motion(motion_frames[:b], motion_frames[b:], masks12, masks21)
         image_size = tuple(frame1.shape[-2:])
         flows12, segment_flow12 = flow_pyramid(levels12, masks12, image_size, motion_size)
@@ -64,8 +66,8 @@ def flow_pyramid(levels: list, masks: torch.Tensor, image_size: tuple, motion_si
     for k, segment_flow in enumerate(reversed(levels)):
         factor = 1 if k == 0 else 2 ** (k + 2)
         h, w = max(height // factor, 1), max(width // factor, 1)
-        scale = torch.tensor([w / motion_size[1], h / motion_size[0]], device=masks.device)
-        flows.append(compose(segment_flow * scale, resize_masks(masks, (h, w))))  # (B, 2, h, w), eq. 6
+        scaled = scale_xy(segment_flow, w / motion_size[1], h / motion_size[0])  # (B, c, 2), level pixels
+        flows.append(compose(scaled, resize_masks(masks, (h, w))))  # (B, 2, h, w), eq. 6
         if k == 0:
-            full_size = segment_flow * scale
+            full_size = scaled
     return flows, full_size

@@ -15,7 +15,7 @@ from torch import nn
 
 from .config import ConfigError, MotionConfig
 from .correlation import correlation
-from .segment_flow import SegmentFlowHead, compose, resize_masks
+from .segment_flow import SegmentFlowHead, compose, resize_masks, scale_xy
 from .warp import backward_warp
 
 MOTION_FEATURES = 96  # 64 + 32: the last two estimator convolutions
@@ -99,7 +99,7 @@ class MotionNet(nn.Module):
         features = self.pyramid(torch.cat([frame1, frame2]))  # each (2B, C_l, h_l, w_l)
         # Both directions in one batch: targets (1, 2) sample (2, 1).
         targets = features
-        sampled = [torch.cat([f[b:], f[:b]]) for f in features]
+        sampled = [torch.cat([f[b:], f[:b]]) if i in self.level_indices else None for i, f in enumerate(features)]
         segment_flows = self.decode(targets, sampled, torch.cat([masks12, masks21]), frame1.shape[-2:])
         return [s[:b] for s in segment_flows], [s[b:] for s in segment_flows]
 
@@ -110,14 +110,14 @@ class MotionNet(nn.Module):
         for reduce, index in zip(self.reduce, self.level_indices):
             target, source = targets[index], sampled[index]
             h, w = target.shape[-2:]
-            to_level = torch.tensor([w / width, h / height], device=masks.device)  # input px -> level px
+            to_level = (w / width, h / height)  # input px -> level px, (x, y)
             level_masks = resize_masks(masks, (h, w))  # (B, c, h, w)
-            flow = compose(segment_flow * to_level, level_masks)  # (B, 2, h, w), eq. 6
+            flow = compose(scale_xy(segment_flow, *to_level), level_masks)  # (B, 2, h, w), eq. 6
             if outputs:
                 source = backward_warp(source, flow)
             cost = F.leaky_relu(correlation(target, source, self.search_range), 0.1)
             motion_features = self.estimator(torch.cat([cost, reduce(target), flow.to(cost.dtype)], dim=1))
             residual = self.segment_head(motion_features, level_masks)  # (B, c, 2), eqs. 4-5
-            segment_flow = segment_flow + residual.float() / to_level
+            segment_flow = segment_flow + scale_xy(residual.float(), 1 / to_level[0], 1 / to_level[1])
             outputs.append(segment_flow)
         return outputs

@@ -21,6 +21,11 @@ def resize_masks(masks: torch.Tensor, size: tuple) -> torch.Tensor:
     return F.interpolate(masks, size=size, mode="bilinear", align_corners=False)
 
 
+def scale_xy(vectors: torch.Tensor, x_scale: float, y_scale: float) -> torch.Tensor:
+    """Scale the (x, y) components of (..., 2) vectors by Python numbers (no tensor made on the device)."""
+    return torch.stack([vectors[..., 0] * x_scale, vectors[..., 1] * y_scale], dim=-1)
+
+
 def masked_average_pool(features: torch.Tensor, masks: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Eq. 4: V_m = sum_p V(p) S_m(p) / sum_p S_m(p).
 

@@ -61,7 +61,7 @@ def make_optimizer(model, train_cfg):
     """Adam with weight decay and poly decay from train.lr to train.min_lr over train.steps."""
     if train_cfg.lr <= 0 or train_cfg.steps <= 0:
         raise ConfigError("train.lr and train.steps must be positive")
-    optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay, foreach=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: poly_lr(step, train_cfg) / train_cfg.lr)
     return optimizer, scheduler
 

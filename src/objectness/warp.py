@@ -22,8 +22,8 @@ def backward_warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """
     _, _, h, w = flow.shape
     coords = pixel_grid(h, w, flow.device, flow.dtype) + flow  # (B, 2, H, W)
-    scale = torch.tensor([2 / max(w - 1, 1), 2 / max(h - 1, 1)], device=flow.device, dtype=flow.dtype)
-    grid = (coords * scale.view(1, 2, 1, 1) - 1).permute(0, 2, 3, 1)  # (B, H, W, 2) in -1..1
+    # Python-scalar scales: no small tensor copied to the device at every call.
+    grid = torch.stack([coords[:, 0] * (2 / max(w - 1, 1)) - 1, coords[:, 1] * (2 / max(h - 1, 1)) - 1], dim=-1)
     return F.grid_sample(image, grid.to(image.dtype), mode="bilinear", padding_mode="border", align_corners=True)
 
 
