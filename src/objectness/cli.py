@@ -6,6 +6,7 @@ as the parser's ``run`` default. Errors in the user's input (config, data,
 checkpoint, run folder) print one line on stderr and exit with code 2.
 """
 import argparse
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -169,7 +170,190 @@ def run_segment(args) -> int:
     return 0
 
 
-SUBCOMMANDS = (add_train_parser, add_demo_parser, add_segment_parser)
+def add_channels_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "channels",
+        help="find the objectness channel of a checkpoint (no labels) and store it with it",
+        description=(
+            "Which mask channel gathers objects differs from run to run. Over sampled frame pairs "
+            "of --data (no labels), compute per channel the mask entropy, reconstruction error, "
+            "distance of the mask centre from the image centre, its spread over frames, the "
+            "spatial spread and the area; choose the objectness channel (lowest entropy, highest "
+            "error, most central and compact); print the table, draw the statistics (cf. the "
+            "paper's Fig. 3) and store the choice in the checkpoint's metadata, where segment and "
+            "evaluate find it. --channel K stores K instead (with --data, the statistics are "
+            "still shown). The checkpoint's files are rewritten atomically."
+        ),
+        epilog="example: objectness channels --checkpoint runs/amd --data /data/davis2016",
+    )
+    parser.add_argument("--checkpoint", required=True, type=Path, metavar="CKPT",
+                        help="a run folder (its last.pt and model.safetensors are both updated), .pt or .safetensors")
+    parser.add_argument("--data", metavar="SOURCE",
+                        help="frames to sample pairs from: a DAVIS root, frame folders, videos, or 'synthetic'")
+    parser.add_argument("--pairs", type=int, default=64, metavar="N", help="frame pairs to sample (default: 64)")
+    parser.add_argument("--channel", type=int, metavar="K", help="store channel K instead of the automatic choice")
+    parser.add_argument("--figure", type=Path, metavar="PNG",
+                        help="where to draw the statistics (default: channels.png beside the checkpoint; replaced)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the pair sampling (default: 0)")
+    parser.add_argument("--device", default="auto", metavar="D", help="auto, cpu, cuda, ... (default: auto)")
+    parser.set_defaults(run=run_channels)
+
+
+def run_channels(args) -> int:
+    from .channels import channel_statistics, channels_figure, choose_objectness_channel, format_table, sample_pairs
+    from .checkpoint import load_model, store_objectness_channel
+    from .config import ConfigError
+    from .train import resolve_device
+
+    if args.data is None and args.channel is None:
+        raise ConfigError("channels: give --data to choose the channel from statistics, or --channel K")
+    if args.pairs < 1:
+        raise ConfigError(f"channels: --pairs must be at least 1, got {args.pairs}")
+    device = resolve_device(args.device)
+    model, cfg, _ = load_model(args.checkpoint, map_location=device)
+    if args.channel is not None and not 0 <= args.channel < cfg.model.num_segments:
+        raise ConfigError(f"channels: --channel {args.channel} is not one of the model's "
+                          f"{cfg.model.num_segments} channels (0..{cfg.model.num_segments - 1})")
+    stats = None
+    channel = args.channel
+    if args.data is not None:
+        data_cfg = dataclasses.replace(cfg.data, source=args.data, workers=0)
+        stats = channel_statistics(model, sample_pairs(data_cfg, args.pairs, seed=args.seed), cfg.loss)
+        chosen = choose_objectness_channel(stats)
+        channel = chosen if channel is None else channel
+        print(format_table(stats, channel))
+        figure = args.figure or _beside(args.checkpoint, "channels.png")
+        channels_figure(stats, channel, figure)
+        print(f"statistics drawn in {figure}")
+        if channel != chosen:
+            print(f"automatic choice: {chosen}; stored instead, as asked: {channel}")
+    written = store_objectness_channel(args.checkpoint, channel, stats and [s.as_dict() for s in stats])
+    print(f"objectness channel {channel} stored in " + ", ".join(str(f) for f in written))
+    return 0
+
+
+def _beside(checkpoint: Path, name: str) -> Path:
+    return (checkpoint if checkpoint.is_dir() else checkpoint.parent) / name
+
+
+def add_evaluate_parser(subparsers) -> None:
+    from .benchmarks import BENCHMARKS
+
+    benchmarks = "; ".join(f"{name}: {b.description}" for name, b in BENCHMARKS.items())
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="score a checkpoint (or the centre prior) on a benchmark, beside the paper's numbers",
+        description=(
+            "Segment a benchmark zero-shot and score it as the paper does (SPEC 3). Video benchmarks: "
+            "J (mean, recall, decay), boundary F and J&F, averaged per sequence then over sequences, "
+            "per image (f_A on each frame) or per video (test-time adaptation on each video first). "
+            "Saliency benchmarks: F-beta (beta^2 = 0.3; max, mean, adaptive), MAE, S-measure, "
+            "E-measure. Writes per_sequence.csv or per_image.csv, summary.json, summary.md (ours beside "
+            f"the paper's) and predictions/ to --out. Benchmarks -- {benchmarks}."
+        ),
+        epilog="example: objectness evaluate davis2016 --root /data/DAVIS --checkpoint runs/amd --mode per-video --out eval/davis",
+    )
+    parser.add_argument("benchmark", choices=list(BENCHMARKS), help="which benchmark layout ROOT has")
+    parser.add_argument("--root", type=Path, metavar="DIR", help="the benchmark's folder")
+    parser.add_argument("--images", type=Path, metavar="DIR", help="saliency: the images folder (instead of --root)")
+    parser.add_argument("--masks", type=Path, metavar="DIR", help="saliency: the masks folder (instead of --root)")
+    parser.add_argument("--checkpoint", metavar="CKPT",
+                        help="a run folder, last.pt, model.safetensors, or 'centre-prior' for the baseline")
+    parser.add_argument("--channel", type=int, metavar="K", help="objectness channel (default: the stored one)")
+    parser.add_argument("--mode", choices=("per-image", "per-video"), default="per-image",
+                        help="video benchmarks: per-image, or per-video with adaptation (default: per-image)")
+    parser.add_argument("--adapt", type=_non_negative_int, default=100, metavar="N",
+                        help="per-video: adaptation steps per video (default: 100, as the paper)")
+    parser.add_argument("--split", metavar="NAME", help="davis2016: ImageSets list (default val); fbms59: train, test or all")
+    parser.add_argument("--resolution", metavar="RES", help="davis2016: resolution folder, e.g. 480p (default: the only one)")
+    parser.add_argument("--threshold", type=_unit_interval, default=0.5, metavar="T",
+                        help="binarisation threshold of the soft map for J and F (default: 0.5)")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--reuse", action="store_true", help="score the predictions cached in --out instead of segmenting again")
+    parser.add_argument("--overwrite", action="store_true", help="replace an evaluation already in --out")
+    parser.add_argument("--device", default="auto", metavar="D", help="auto, cpu, cuda, ... (default: auto)")
+    parser.set_defaults(run=run_evaluate)
+
+
+def run_evaluate(args) -> int:
+    from .config import ConfigError
+    from .evaluate import evaluate, format_markdown
+    from .segment import default_checkpoint, load_segmenter
+
+    if args.root is None and (args.images is None or args.masks is None):
+        raise ConfigError("evaluate: give --root (or, for a saliency set, --images and --masks)")
+    checkpoint = args.checkpoint if args.checkpoint is not None else default_checkpoint()
+    segmenter = load_segmenter(checkpoint, channel=args.channel, device=args.device)
+    summary = evaluate(segmenter, args.benchmark, args.root, args.out, mode=args.mode, adapt_steps=args.adapt,
+                       split=args.split, resolution=args.resolution, images=args.images, masks=args.masks,
+                       threshold=args.threshold, reuse=args.reuse, overwrite=args.overwrite,
+                       model_name=str(checkpoint))
+    print(format_markdown(summary))
+    print(f"tables, summary and predictions in {args.out}")
+    return 0
+
+
+def add_bench_parser(subparsers) -> None:
+    from .bench import DEFAULT_PRESETS, SECTIONS
+
+    parser = subparsers.add_parser(
+        "bench",
+        help="measure training, inference and adaptation speed on this machine",
+        description=(
+            "Measure how fast AMD runs on this device with random weights and inputs: a training step "
+            "(forward, backward, Adam; bf16 autocast on CUDA when train.amp), appearance-network inference "
+            "at 384 x 384 and at a 480p frame, test-time adaptation on a synthetic 480p video and segmenting "
+            "its frames, and with --data the training loader's pairs/s. Reports medians after warm-up, peak "
+            "memory, FLOPs and the fraction of the dense matmul peak measured in the same run; prints a "
+            "table and writes it as JSON to --out. Set OMP_NUM_THREADS to choose the CPU threads."
+        ),
+        epilog="example: objectness bench --config cpu-small --only train infer --out bench.json",
+    )
+    parser.add_argument("--config", dest="presets", nargs="+", default=list(DEFAULT_PRESETS), metavar="PRESET_OR_YAML",
+                        help=f"presets or YAML files to measure (default: {' '.join(DEFAULT_PRESETS)})")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key of every preset (repeatable)")
+    parser.add_argument("--device", default="auto", metavar="D", help="auto, cpu, cuda, cuda:1, ... (default: auto)")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), metavar="SECTION",
+                        help=f"measure only these sections: {', '.join(SECTIONS)} (default: all)")
+    parser.add_argument("--repeats", type=int, default=3, metavar="N", help="timed calls per median (default: 3)")
+    parser.add_argument("--warmup", type=int, default=1, metavar="N", help="untimed calls first (default: 1)")
+    parser.add_argument("--adapt-steps", type=int, metavar="N",
+                        help="adaptation steps to time; fewer than 100 are projected to 100 (default: 2 on CPU, 100 on CUDA)")
+    parser.add_argument("--frames", type=int, default=8, metavar="N",
+                        help="frames of the synthetic 480p video to adapt on and segment (default: 8)")
+    parser.add_argument("--batch", type=int, metavar="N",
+                        help="images per appearance-network call (default: 1 on CPU, 8 on CUDA)")
+    parser.add_argument("--matmul-size", type=int, metavar="N",
+                        help="side of the square matmul that measures the peak (default: 2048 on CPU, 8192 on CUDA)")
+    parser.add_argument("--data", metavar="SOURCE",
+                        help="measure the training loader on this data.source (DAVIS root, folders, videos, synthetic)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile two training steps per preset: top ops, a timed breakdown of the step, "
+                             "and a chrome trace <out stem>.<preset>.trace.json beside --out")
+    parser.add_argument("--out", type=Path, metavar="JSON", help="write the results to this JSON file")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out (and the traces) if they exist")
+    parser.set_defaults(run=run_bench)
+
+
+def run_bench(args) -> int:
+    from .bench import BenchOptions, benchmark, check_out, format_report, load_configs, write_report
+
+    options = BenchOptions(sections=tuple(args.only), repeats=args.repeats, warmup=args.warmup,
+                           adapt_steps=args.adapt_steps, video_frames=args.frames, infer_batch=args.batch,
+                           matmul_size=args.matmul_size, data=args.data, profile=args.out if args.profile else None)
+    check_out(args.out, args.presets, args.profile, args.overwrite)
+    configs = load_configs(args.presets, args.overrides)
+    result = benchmark(configs, args.device, options)
+    print(format_report(result))
+    if args.out is not None:
+        write_report(result, args.out, overwrite=args.overwrite)
+        print(f"results in {args.out}")
+    return 0
+
+
+SUBCOMMANDS = (add_train_parser, add_channels_parser, add_segment_parser, add_evaluate_parser, add_demo_parser,
+               add_bench_parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -194,8 +378,9 @@ def _user_errors() -> tuple:
     from .checkpoint import CheckpointError
     from .config import ConfigError
     from .data import DataError
+    from .evaluate import EvaluationError
 
-    return ConfigError, DataError, CheckpointError, FileExistsError
+    return ConfigError, DataError, CheckpointError, EvaluationError, FileExistsError
 
 
 def main(argv=None) -> int:
