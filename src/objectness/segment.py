@@ -38,7 +38,7 @@ from .config import Config, ConfigError
 from .data import IMAGE_SUFFIXES, VIDEO_SUFFIXES, DataError, FrameError, PairDataset, Video, list_frames, natural_key
 from .inference import frames_to_tensor
 from .metrics import centre_prior
-from .train import make_optimizer, training_step
+from .train import make_optimizer, resolve_device, training_step
 from .visualize import mask_strip, overlay, save_image_atomic, soft_map_to_png
 
 log = logging.getLogger(__name__)
@@ -92,20 +92,6 @@ def load_segmenter(checkpoint, channel: Optional[int] = None, device="auto") -> 
         raise CheckpointError(f"objectness channel {channel!r} is out of range: "
                               f"{checkpoint} has {count} mask channels (0 to {count - 1})")
     return Segmenter(model, cfg, channel, device, inference_short_edge(cfg))
-
-
-def resolve_device(name) -> torch.device:
-    if isinstance(name, torch.device):
-        return name
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device '{name}' (auto, cpu, cuda, cuda:1, ...)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device '{name}' asked for, but PyTorch sees no CUDA GPU")
-    return device
 
 
 def inference_short_edge(cfg: Config) -> int:

@@ -174,16 +174,18 @@ def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
-def resolve_device(name: str) -> torch.device:
-    """train.device: auto (CUDA when there is a GPU), cpu, cuda, cuda:1, ..."""
+def resolve_device(name) -> torch.device:
+    """auto (CUDA when there is a GPU), cpu, cuda, cuda:1, ... (or a torch.device) -> torch.device."""
+    if isinstance(name, torch.device):
+        return name
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"train.device: unknown device '{name}'") from None
+        raise ConfigError(f"unknown device '{name}' (auto, cpu, cuda, cuda:1, ...)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device is '{name}' but PyTorch sees no CUDA GPU")
+        raise ConfigError(f"device '{name}' asked for, but PyTorch sees no CUDA GPU")
     return device
 
 
