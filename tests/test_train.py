@@ -6,6 +6,7 @@ import yaml
 from safetensors.torch import load_file
 
 import objectness.train as train_module
+from objectness.amd import AMD
 from objectness.config import TrainConfig, load_config, to_dict
 from objectness.logger import read_metrics
 from objectness.train import PairStream, make_optimizer, poly_lr, train
@@ -162,3 +163,16 @@ def test_training_lowers_the_loss_on_synthetic_video(tmp_path, tiny_overrides):
     losses = [r["loss"] for r in read_metrics(tmp_path / "run")]
     first, last = sum(losses[:20]) / 20, sum(losses[-20:]) / 20
     assert last < 0.8 * first  # 0.61 on the reference machine; pairs differ a lot, hence the margin
+
+
+def test_appearance_lr_gives_f_a_its_own_decaying_lr(tiny_config):
+    tiny_config.train.appearance_lr = 1e-3
+    model = AMD(tiny_config.model)
+    optimizer, scheduler = make_optimizer(model, tiny_config.train)
+    rest, appearance = optimizer.param_groups
+    assert {id(p) for p in appearance["params"]} == {id(p) for p in model.appearance.parameters()}
+    assert (rest["lr"], appearance["lr"]) == (tiny_config.train.lr, 1e-3)
+    optimizer.step()
+    scheduler.step()
+    assert appearance["lr"] / rest["lr"] == pytest.approx(1e-3 / tiny_config.train.lr)
+    assert appearance["lr"] < 1e-3

@@ -110,6 +110,7 @@ class TrainConfig:
     steps: int = 400_000
     batch_size: int = 2  # pairs per process and step
     lr: float = 1e-4
+    appearance_lr: Optional[float] = None  # peak lr of f_A if it should differ from train.lr (not the paper's)
     min_lr: float = 1e-6
     weight_decay: float = 1e-6
     poly_power: float = 0.9

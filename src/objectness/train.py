@@ -61,9 +61,22 @@ def make_optimizer(model, train_cfg):
     """Adam with weight decay and poly decay from train.lr to train.min_lr over train.steps."""
     if train_cfg.lr <= 0 or train_cfg.steps <= 0:
         raise ConfigError("train.lr and train.steps must be positive")
-    optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay, foreach=True)
+    if train_cfg.appearance_lr is not None and train_cfg.appearance_lr <= 0:
+        raise ConfigError("train.appearance_lr must be positive (or null for train.lr)")
+    optimizer = torch.optim.Adam(_parameter_groups(model, train_cfg), lr=train_cfg.lr,
+                                 weight_decay=train_cfg.weight_decay, foreach=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: poly_lr(step, train_cfg) / train_cfg.lr)
     return optimizer, scheduler
+
+
+def _parameter_groups(model, train_cfg) -> list:
+    """One group at train.lr; with train.appearance_lr, f_A's parameters in a second group at that lr."""
+    if train_cfg.appearance_lr is None or train_cfg.appearance_lr == train_cfg.lr:
+        return [{"params": list(model.parameters())}]
+    appearance, rest = [], []
+    for name, parameter in model.named_parameters():
+        (appearance if name.removeprefix("module.").startswith("appearance.") else rest).append(parameter)
+    return [{"params": rest}, {"params": appearance, "lr": train_cfg.appearance_lr}]
 
 
 def train(cfg: Config, run_dir, resume: bool = False, overwrite: bool = False) -> dict:
