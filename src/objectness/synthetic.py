@@ -7,8 +7,10 @@ Objects occlude each other in a fixed depth order.
 
 Objects and background differ in appearance, not only in motion, because AMD's
 appearance pathway learns objectness from single images: the background is a
-low-saturation, earthy multi-scale noise; objects are saturated colours with
-stripes, spots, checkers or gradients and a crisp (anti-aliased) boundary.
+low-saturation, earthy multi-scale noise; objects are two saturated colours mixed
+by coarse blotches or fine speckle, with a crisp (anti-aliased) boundary. Object
+textures are aperiodic: a stripe or checker whose period is near the displacement
+between frames makes the motion ambiguous, which stalls flow learning.
 Everything is sampled at continuous coordinates, so motion is sub-pixel smooth.
 Images are built colour-first, (3, T, H, W) float32: numpy is several times
 slower when it broadcasts over a trailing axis of 3.
@@ -29,7 +31,7 @@ from tqdm import tqdm
 from .config import ConfigError, SyntheticConfig
 
 SHAPES = ("ellipse", "rectangle", "polygon", "blob")
-TEXTURES = ("stripes", "spots", "checker", "gradient")
+TEXTURES = {"blotches": (16, 8, 4, 2), "speckle": (6, 3, 2)}  # noise octave cells, in pixels
 
 
 @dataclass
@@ -125,8 +127,7 @@ def _object(rng: np.random.Generator, cfg: SyntheticConfig):
     u = xs * math.cos(angle) + ys * math.sin(angle)  # object coordinates: texture moves with it
     v = -xs * math.sin(angle) + ys * math.cos(angle)
     alpha = np.clip(_signed_distance(rng, shape, u, v, radius) + 0.5, 0, 1)
-    return _texture(rng, u, v, radius), alpha
-
+    return _texture(rng, ys, xs, radius), alpha
 
 def _bouncing(rng, size: int, velocity: float, num_frames: int) -> np.ndarray:
     """Centre positions (T,) moving at ``velocity`` and bouncing off [10%, 90%] of the frame."""
@@ -156,24 +157,21 @@ def _signed_distance(rng, shape: str, u, v, radius: float) -> np.ndarray:
     return boundary - rho
 
 
-def _texture(rng, u, v, radius: float) -> np.ndarray:
-    """Two saturated colours mixed by a pattern in object coordinates: (3, T, H, W)."""
+def _texture(rng, ys, xs, radius: float) -> np.ndarray:
+    """Two saturated colours mixed by noise that moves with the object: (3, T, H, W).
+
+    ``ys`` (T, H, 1) and ``xs`` (T, 1, W) are pixel offsets from the object's centre.
+    """
     hue = rng.uniform()
     first = colorsys.hsv_to_rgb(hue, rng.uniform(0.7, 1.0), rng.uniform(0.6, 1.0))
     second_hue = (hue + rng.uniform(0.08, 0.3)) % 1  # a nearby hue: blends of the two stay saturated
     second = colorsys.hsv_to_rgb(second_hue, rng.uniform(0.6, 1.0), rng.uniform(0.4, 1.0))
-    kind = TEXTURES[rng.integers(len(TEXTURES))]
-    period = rng.uniform(5, 14)
-    phase = rng.uniform(0, 2 * np.pi)
-    along = u * math.cos(phase) + v * math.sin(phase)
-    if kind == "stripes":
-        pattern = 0.5 + 0.5 * np.sin(2 * np.pi * along / period)
-    elif kind == "spots":
-        pattern = np.sin(2 * np.pi * u / period) * np.sin(2 * np.pi * v / period) > 0.4
-    elif kind == "checker":
-        pattern = np.sin(np.pi * u / period) * np.sin(np.pi * v / period) > 0
-    else:
-        pattern = np.clip(0.5 + along / (2 * radius), 0, 1)
+    cells = list(TEXTURES.values())[rng.integers(len(TEXTURES))]
+    size = int(2 * math.ceil(2 * radius) + 3)  # covers the object's bounding box
+    noise = _fractal_noise(rng, size, size, cells=cells, channels=1)
+    sharpness = rng.uniform(4, 10)
+    noise = 1 / (1 + np.exp(-sharpness * (noise - 0.5)))  # (1, size, size): crisper blotches
+    pattern = _bilinear(noise, ys[:, :, 0] + size // 2, xs[:, 0, :] + size // 2)[0]  # (T, H, W)
     first, second = (np.array(c, np.float32).reshape(3, 1, 1, 1) for c in (first, second))
     return first + (second - first) * pattern.astype(np.float32)
 
