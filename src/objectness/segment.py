@@ -65,10 +65,16 @@ class Segmenter:
         return self.model is None
 
 
-def default_checkpoint():
-    """The checkpoint used when none is given (the shipped model, once there is one)."""
-    raise CheckpointError(f"no checkpoint given: pass --checkpoint (a run folder, last.pt or model.safetensors, "
-                          f"or '{CENTRE_PRIOR}' for the baseline)")
+SHIPPED_MODEL = "amd-davis2016-cpu-small.safetensors"  # see MODEL_CARD.md
+
+
+def default_checkpoint() -> Path:
+    """The model shipped with the package (MODEL_CARD.md), used when no checkpoint is given."""
+    path = Path(__file__).resolve().parent / "weights" / SHIPPED_MODEL
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint given and the shipped model {path} is missing: pass --checkpoint "
+                              f"(a run folder, last.pt or model.safetensors, or '{CENTRE_PRIOR}' for the baseline)")
+    return path
 
 
 def load_segmenter(checkpoint, channel: Optional[int] = None, device="auto") -> Segmenter:
