@@ -147,6 +147,15 @@ def test_time_limit_stops_early_with_a_checkpoint(tmp_path, tiny_overrides):
     assert (tmp_path / "run" / "model.safetensors").is_file()
 
 
+def test_stop_after_stops_on_the_schedule_of_train_steps(tmp_path, tiny_overrides):
+    cfg = load_config(None, [*tiny_overrides, "train.steps=1000", "train.stop_after=3"])
+    summary = train(cfg, tmp_path / "run")
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert summary["step"] == state["step"] == 3
+    assert state["scheduler"]["last_epoch"] == 3
+    assert read_metrics(tmp_path / "run" / "metrics.jsonl")[-1]["lr"] == pytest.approx(poly_lr(2, cfg.train))
+
+
 def test_resume_refuses_a_checkpoint_of_another_model(finished_run, tiny_overrides, tmp_path):
     from objectness.checkpoint import CheckpointError
 

@@ -130,7 +130,8 @@ def train(cfg: Config, run_dir, resume: bool = False, overwrite: bool = False) -
 
             done = step + 1
             meter.update(loss, terms, batch["bad_frames"])
-            stop = out_of_time(deadline, device)
+            stopped_early = done == cfg.train.stop_after
+            stop = out_of_time(deadline, device) or stopped_early
             at_checkpoint = done % cfg.train.checkpoint_every == 0 or done == cfg.train.steps or stop
             if done % cfg.train.log_every == 0 or at_checkpoint:
                 meter.flush(done, lr)
@@ -139,7 +140,8 @@ def train(cfg: Config, run_dir, resume: bool = False, overwrite: bool = False) -
             if rank == 0 and done % cfg.train.panel_every == 0:
                 save_panel(run_dir / "panels" / f"step-{done:07d}.png", frames, out)
             if stop:
-                log.info("train.time_limit of %g minutes reached: stopping at step %d", cfg.train.time_limit, done)
+                reason = "train.stop_after" if stopped_early else f"train.time_limit of {cfg.train.time_limit:g} minutes"
+                log.info("%s reached: stopping at step %d", reason, done)
                 break
         if rank == 0:
             save_weights(run_dir / WEIGHTS, distributed.unwrap(ddp_model), cfg, metadata())
