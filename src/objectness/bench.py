@@ -186,20 +186,24 @@ def bench_infer(cfg: Config, device: torch.device, options: BenchOptions, peak: 
     """f_A alone, eval, no grad: at 384 x 384, and at a 480p frame resized as ``objectness segment`` does."""
     appearance = build_model(cfg, device).appearance.eval()
     batch = options.infer_batch or (BATCH_SIZE if device.type == "cuda" else 1)
-    sizes = {"384x384": (384, 384), "480p": inference_size(*FRAME_480P, inference_short_edge(cfg))}
+    amp = uses_amp(cfg, device)
+    sizes = {"384x384": ((384, 384), amp), "480p": (inference_size(*FRAME_480P, inference_short_edge(cfg)), amp)}
+    if device.type == "cpu":  # bf16 autocast on a CPU (AMX / AVX-512 BF16 where present), for comparison
+        sizes["384x384 bf16"] = ((384, 384), True)
     results = {}
-    for name, size in sizes.items():
+    for name, (size, bf16) in sizes.items():
         images = torch.rand(batch, 3, *size, device=device)
 
         @torch.no_grad()
         def forward():
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_amp(cfg, device)):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 return appearance(images)
 
         reset_peak_memory(device)
         flops = count_flops(forward) // batch  # also the first warm-up call
         seconds = median_seconds(forward, device, options.repeats, max(options.warmup - 1, 0)) / batch
-        results[name] = {"input_size": list(size), "batch": batch, "s_per_image": seconds, "images_per_s": 1 / seconds,
+        results[name] = {"input_size": list(size), "batch": batch, "bf16": bf16, "s_per_image": seconds,
+                         "images_per_s": 1 / seconds,
                          "flops_per_image": flops, **achieved(flops, seconds, peak),
                          "peak_memory_bytes": peak_memory(device)}
     results["480p"]["frame_size"] = list(FRAME_480P)
@@ -465,8 +469,8 @@ def _rows(entry: dict) -> list:
                      _bytes(t["peak_memory_bytes"])))
     for name, i in entry.get("infer", {}).items():
         size = "x".join(map(str, i["input_size"]))
-        what = f"f_A: {size}" if name == "384x384" else f"f_A: 480p frame at {size}"
-        rows.append((f"{what}, batch {i['batch']}, {precision}", _seconds(i["s_per_image"]) + "/image",
+        what = f"f_A: 480p frame at {size}" if name == "480p" else f"f_A: {size}"
+        rows.append((f"{what}, batch {i['batch']}, {'bf16' if i.get('bf16') else 'fp32'}", _seconds(i["s_per_image"]) + "/image",
                      f"{i['images_per_s']:.3g} images/s", _flops(i["flops_per_image"]), _percent(i["peak_fraction"]),
                      _bytes(i["peak_memory_bytes"])))
     if "adapt" in entry:
