@@ -34,6 +34,7 @@ TINY = (
     "train.log_every=1",
     "train.panel_every=1000",
     "train.device=cpu",
+    "data.test_short_edge=null",
 )
 
 

@@ -67,7 +67,7 @@ def add_demo_parser(subparsers) -> None:
         "demo",
         help="watch objectness emerge: train on synthetic video and segment held-out clips",
         description=(
-            "Generate synthetic videos, train the cpu-small model on them from scratch with no "
+            "Generate synthetic videos, train the cpu-small model (the demo preset, configs/demo.yaml) on them from scratch with no "
             "labels (a few minutes on a 2-core CPU), choose the objectness channel from label-free "
             "statistics, then segment held-out synthetic videos. Prints their mean IoU beside a "
             "centre-prior baseline and writes overlays/, channels/, summary.json and the run to --out."
@@ -82,7 +82,7 @@ def add_demo_parser(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and the model (default: 0)")
     parser.add_argument("--device", default="auto", metavar="D", help="auto, cpu, cuda, ... (default: auto)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override any key of the cpu-small preset (repeatable)")
+                        help="override any key of the demo preset (repeatable)")
     parser.add_argument("--overwrite", action="store_true", help="replace the run or summary in --out if there is one")
     parser.add_argument("--checkpoint", type=Path, metavar="CKPT",
                         help="skip training: evaluate this checkpoint or run folder (trained on synthetic video)")

@@ -97,6 +97,7 @@ class DataConfig:
     davis_split: Optional[str] = "train"  # an ImageSets list; null = every sequence
     gap: int = 1  # temporal distance between the two frames of a pair
     short_edge: int = 400
+    test_short_edge: Optional[int] = None  # segmenting: shorter edge in pixels; null = 0.98 x short_edge (released code)
     scale_range: tuple = (0.96, 1.0)
     crop_size: tuple = (384, 384)
     hflip: bool = True

@@ -1,6 +1,6 @@
 """The demo: objectness emerging from unlabeled synthetic video in minutes on a CPU.
 
-Train ``cpu-small`` from scratch on synthetic videos (no labels), pick the
+Train the cpu-small model (the ``demo`` preset) from scratch on synthetic videos (no labels), pick the
 objectness channel from label-free statistics, then segment held-out videos
 and score them against their ground truth beside a centre-prior baseline.
 Ground truth is read only in that last step.
@@ -21,6 +21,7 @@ from .checkpoint import load_model
 from .config import Config, load_config
 from .inference import frames_to_tensor, predict_masks
 from .metrics import centre_prior, jaccard
+from .segment import inference_short_edge, inference_size
 from .train import train
 from .visualize import mask_strip, overlay, save_image_atomic
 
@@ -31,7 +32,7 @@ CHANNEL_SAMPLE_PAIRS = 64
 
 
 def demo_config(minutes: float, steps: int = None, seed: int = 0, device: str = "auto", overrides=None) -> Config:
-    cfg = load_config("cpu-small", overrides)
+    cfg = load_config("demo", overrides)
     cfg.data.source = "synthetic"
     cfg.train.time_limit = minutes
     cfg.train.seed = seed
@@ -71,7 +72,7 @@ def evaluate_demo(model, cfg: Config, out_dir, held_out_videos: int = 8, **extra
     summary["channel_statistics"] = [s.as_dict() for s in stats]
 
     held_out = dataclasses.replace(cfg.data.synthetic, seed=cfg.data.synthetic.seed + HELD_OUT_SEED_OFFSET)
-    results = [_segment_video(model, synthetic.make_video(held_out, i), channel, out_dir) for i in range(held_out_videos)]
+    results = [_segment_video(model, cfg, synthetic.make_video(held_out, i), channel, out_dir) for i in range(held_out_videos)]
     summary["held_out"] = results
     summary["mean_iou"] = float(np.mean([r["iou"] for r in results]))
     summary["centre_prior_mean_iou"] = float(np.mean([r["centre_prior_iou"] for r in results]))
@@ -80,8 +81,9 @@ def evaluate_demo(model, cfg: Config, out_dir, held_out_videos: int = 8, **extra
     return summary
 
 
-def _segment_video(model, video, channel: int, out_dir: Path) -> dict:
-    masks = predict_masks(model, frames_to_tensor(video.frames))  # (T, c, H, W)
+def _segment_video(model, cfg: Config, video, channel: int, out_dir: Path) -> dict:
+    size = inference_size(*video.frames.shape[1:3], inference_short_edge(cfg))
+    masks = predict_masks(model, frames_to_tensor(video.frames), size=size)  # (T, c, H, W)
     prediction = masks[:, channel] > 0.5  # (T, H, W)
     prior = centre_prior(*video.masks.shape[1:]) > 0.5
     per_channel = [float(np.mean([jaccard(m > 0.5, g) for m, g in zip(masks[:, k], video.masks)])) for k in range(masks.shape[1])]

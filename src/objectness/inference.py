@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from .segment_flow import resize_masks
 
 
 @torch.no_grad()
-def predict_masks(model, images: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+def predict_masks(model, images: torch.Tensor, batch_size: int = 16, size=None) -> torch.Tensor:
     """Soft masks of every channel at the images' own size.
 
     model: an AMD (or anything with ``.appearance``); images: (N, 3, H, W) in
-    0..1 on any device. Returns (N, c, H, W) on the CPU; sum over c is 1.
+    0..1 on any device; size: (h, w) to run the network at (default: the
+    images' size). Returns (N, c, H, W) on the CPU; sum over c is 1.
     """
     appearance = model.appearance
     was_training = appearance.training
@@ -20,7 +22,8 @@ def predict_masks(model, images: torch.Tensor, batch_size: int = 16) -> torch.Te
     outputs = []
     for start in range(0, len(images), batch_size):
         batch = images[start:start + batch_size].to(device)
-        outputs.append(resize_masks(appearance(batch), batch.shape[-2:]).cpu())  # (b, c, H, W)
+        resized = batch if size is None else F.interpolate(batch, size=size, mode="bilinear", align_corners=False, antialias=True)
+        outputs.append(resize_masks(appearance(resized), batch.shape[-2:]).cpu())  # (b, c, H, W)
     appearance.train(was_training)
     return torch.cat(outputs)
 

@@ -102,7 +102,8 @@ def load_segmenter(checkpoint, channel: Optional[int] = None, device="auto") -> 
 
 def inference_short_edge(cfg: Config) -> int:
     """The test-time shorter edge: the training resize x 0.98, a multiple of 8 (392 for the paper)."""
-    return max(8, round(cfg.data.short_edge * TEST_SCALE / 8) * 8)
+    short_edge = cfg.data.test_short_edge or cfg.data.short_edge * TEST_SCALE
+    return max(8, round(short_edge / 8) * 8)
 
 
 def inference_size(height: int, width: int, short_edge: int) -> tuple:
