@@ -14,6 +14,7 @@ from objectness.metrics import centre_prior
 from objectness.segment import (
     adapt,
     all_channels,
+    default_checkpoint,
     inference_size,
     load_segmenter,
     segment_images,
@@ -218,11 +219,21 @@ def test_cli_skips_an_unreadable_image_with_a_warning(tmp_path, checkpoint, capl
     assert "skipped 1" in capsys.readouterr().out
 
 
-def test_cli_without_checkpoint_is_one_error_line_and_exit_2(tmp_path, capsys):
-    Image.fromarray(_image(32, 32)).save(tmp_path / "photo.png")
-    assert _segment(tmp_path / "photo.png", "--out", tmp_path / "out") == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--checkpoint" in err
+def test_shipped_model_loads_without_pickle_and_segments_a_synthetic_frame():
+    path = default_checkpoint()
+    assert path.suffix == ".safetensors" and path.stat().st_size <= 25 * 2**20
+    segmenter = load_segmenter(path, device="cpu")
+    assert segmenter.channel == segmenter.cfg.model.num_segments - 2  # channel 3 of 5, as MODEL_CARD.md says
+    frame = synthetic.make_video(segmenter.cfg.data.synthetic, 0).frames[0]
+    (soft,) = segment_images(segmenter, [frame])
+    assert soft.shape == frame.shape[:2] and soft.dtype == np.float32
+    assert 0 <= soft.min() and soft.max() <= 1 and soft.std() > 0
+
+
+def test_cli_without_checkpoint_uses_the_shipped_model(tmp_path):
+    Image.fromarray(_image(48, 40)).save(tmp_path / "photo.png")
+    assert _segment(tmp_path / "photo.png", "--out", tmp_path / "out") == 0
+    _frame_outputs(tmp_path / "out" / "photo", "photo", (40, 48))
 
 
 def test_cli_missing_checkpoint_file_is_one_error_line_and_exit_2(tmp_path, capsys):
