@@ -31,7 +31,7 @@ from .benchmarks import (
     load_saliency_mask,
     load_video_benchmark,
 )
-from .data import FrameError
+from .data import FrameError, Video
 from .metrics import BINARISATION_THRESHOLD, SaliencyScores, VideoScores, binarise
 from .segment import adapt, segment_images
 
@@ -166,7 +166,7 @@ def _segment_sequence(segmenter, sequence, indices: list, adapt_steps: int, prog
     return segment_images(segmenter, frames)
 
 
-def _readable(sequence):
+def _readable(sequence) -> Video:
     """The sequence's frames as arrays, unreadable ones left out with a warning (adaptation only)."""
     frames = []
     for i in range(len(sequence)):
@@ -174,7 +174,7 @@ def _readable(sequence):
             frames.append(sequence.read(i))
         except FrameError as err:
             logger.warning("adaptation skips an unreadable frame: %s", err)
-    return frames
+    return Video(sequence.name, frames)
 
 
 def _evaluate_saliency(segmenter, items, predictions: Predictions, progress):
