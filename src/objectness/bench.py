@@ -38,7 +38,7 @@ from .amd import AMD
 from .config import Config, ConfigError, load_config, to_dict
 from .data import Video, build_pair_dataset
 from .segment import BATCH_SIZE, Segmenter, adapt, inference_short_edge, inference_size, segment_video
-from .train import make_optimizer, pair_loader, resolve_device, training_step
+from .train import make_optimizer, optimisation_step, pair_loader, resolve_device, training_step
 
 SECTIONS = ("train", "infer", "adapt", "loader")
 DEFAULT_PRESETS = ("paper", "cpu-small")
@@ -160,14 +160,7 @@ def train_step_fn(model: AMD, cfg: Config, device: torch.device):
     amp = uses_amp(cfg, device)
 
     def step():
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            loss, _, _ = training_step(model, frames, cfg.loss)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.train.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-        optimizer.step()
-        return loss
+        return optimisation_step(model, optimizer, frames, cfg, amp)[0]
 
     return step, optimizer, frames
 

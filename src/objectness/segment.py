@@ -38,7 +38,7 @@ from .config import Config, ConfigError
 from .data import IMAGE_SUFFIXES, VIDEO_SUFFIXES, DataError, FrameError, PairDataset, Video, list_frames, natural_key
 from .inference import frames_to_tensor
 from .metrics import centre_prior
-from .train import make_optimizer, resolve_device, training_step
+from .train import make_optimizer, optimisation_step, resolve_device
 from .visualize import mask_strip, overlay, save_image_atomic, soft_map_to_png
 
 log = logging.getLogger(__name__)
@@ -194,13 +194,7 @@ def adapt(segmenter: Segmenter, frames, steps: int, progress: bool = True, seed:
         bar = tqdm(range(steps), desc=f"adapting to {video.name}", unit="step", disable=not progress, leave=False)
         for step in bar:
             batch = torch.stack([pairs[step * batch_size + i]["frames"] for i in range(batch_size)])  # (B, 2, 3, H, W)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                loss, _, _ = training_step(model, batch.to(device), cfg.loss)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.train.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-            optimizer.step()
+            optimisation_step(model, optimizer, batch.to(device), cfg, amp)
     return dataclasses.replace(segmenter, model=model.eval())
 
 

@@ -51,6 +51,19 @@ def training_step(model, frames, loss_cfg):
     return loss, terms, out
 
 
+def optimisation_step(model, optimizer, frames, cfg: Config, amp: bool) -> tuple:
+    """One step of the objective on (B, 2, 3, H, W) frames: forward (bf16 autocast if ``amp``),
+    backward, optional gradient clipping, Adam. Returns (loss, terms, out) of training_step."""
+    with torch.autocast(frames.device.type, dtype=torch.bfloat16, enabled=amp):
+        loss, terms, out = training_step(model, frames, cfg.loss)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.train.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+    optimizer.step()
+    return loss, terms, out
+
+
 def poly_lr(step: int, train_cfg) -> float:
     """lr(t) = (lr - min_lr) * (1 - t / steps)^power + min_lr."""
     progress = min(step / train_cfg.steps, 1.0)
@@ -118,14 +131,8 @@ def train(cfg: Config, run_dir, resume: bool = False, overwrite: bool = False) -
     try:
         for step, batch in enumerate(loader, start=start_step):
             frames = batch["frames"].to(device, non_blocking=True)  # (B, 2, 3, H, W)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                loss, terms, out = training_step(ddp_model, frames, cfg.loss)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.train.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(ddp_model.parameters(), cfg.train.grad_clip)
             lr = optimizer.param_groups[0]["lr"]
-            optimizer.step()
+            loss, terms, out = optimisation_step(ddp_model, optimizer, frames, cfg, amp)
             scheduler.step()
 
             done = step + 1
