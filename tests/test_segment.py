@@ -247,3 +247,28 @@ def test_cli_with_no_usable_input_is_one_error_line_and_exit_2(tmp_path, capsys)
     assert _segment(tmp_path / "absent.jpg", "--checkpoint", "centre-prior", "--out", tmp_path / "out") == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no image" in err
+
+
+def test_cli_says_that_single_images_are_not_adapted(tmp_path, checkpoint, caplog):
+    Image.fromarray(_image(32, 32)).save(tmp_path / "photo.png")
+    with caplog.at_level(logging.WARNING, logger="objectness.segment"):
+        assert _segment(tmp_path / "photo.png", "--checkpoint", checkpoint, "--out", tmp_path / "out",
+                        "--adapt", "2") == 0
+    assert "1 single image(s) are segmented without" in caplog.text
+    _frame_outputs(tmp_path / "out" / "photo", "photo", (32, 32))
+
+
+def test_a_video_that_cannot_be_adapted_is_still_segmented(tmp_path, checkpoint, video, caplog, monkeypatch):
+    import objectness.segment as segment_module
+    from objectness.data import DataError
+
+    def refuse(*args, **kwargs):
+        raise DataError("no pair")
+
+    monkeypatch.setattr(segment_module, "adapt", refuse)
+    _write_mp4(tmp_path / "clip.mp4", video[:3, :32, :32])
+    with caplog.at_level(logging.WARNING, logger="objectness.segment"):
+        assert _segment(tmp_path / "clip.mp4", "--checkpoint", checkpoint, "--out", tmp_path / "out",
+                        "--adapt", "2") == 0
+    assert "cannot adapt (no pair)" in caplog.text
+    _frame_outputs(tmp_path / "out" / "clip", "00002", (32, 32))

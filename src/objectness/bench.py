@@ -14,12 +14,10 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import io
-import json
 import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -37,8 +35,22 @@ from . import __version__
 from .amd import AMD
 from .config import Config, ConfigError, load_config, to_dict
 from .data import Video, build_pair_dataset
-from .segment import BATCH_SIZE, Segmenter, adapt, inference_short_edge, inference_size, segment_video
-from .train import make_optimizer, optimisation_step, pair_loader, resolve_device, training_step
+from .files import write_json
+from .segment import (
+    BATCH_SIZE,
+    Segmenter,
+    adapt,
+    inference_short_edge,
+    inference_size,
+    segment_video,
+)
+from .train import (
+    make_optimizer,
+    optimisation_step,
+    pair_loader,
+    resolve_device,
+    training_step,
+)
 
 SECTIONS = ("train", "infer", "adapt", "loader")
 DEFAULT_PRESETS = ("paper", "cpu-small")
@@ -554,12 +566,4 @@ def write_report(result: dict, out: Path, overwrite: bool = False) -> None:
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as file:
-            json.dump(result, file, indent=2)
-            file.write("\n")
-        os.replace(temporary, out)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
+    write_json(out, result)

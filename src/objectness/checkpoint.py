@@ -10,7 +10,6 @@ import json
 import os
 import pickle
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ import torch
 
 from . import __version__
 from .config import Config, ConfigError, from_dict, to_dict
+from .files import atomic_write
 
 LAST = "last.pt"
 WEIGHTS = "model.safetensors"
@@ -31,20 +31,6 @@ def metadata(objectness_channel=None) -> dict:
     return {"version": __version__, "objectness_channel": objectness_channel}
 
 
-def _atomic_write(path: Path, write) -> None:
-    """``write(tmp_path)`` into a temp file next to ``path``, then rename over it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(path, state: dict) -> None:
     """Write ``state`` so that a crash leaves either the old file or the new one, never half."""
 
@@ -54,7 +40,7 @@ def save_checkpoint(path, state: dict) -> None:
             f.flush()
             os.fsync(f.fileno())
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:
@@ -86,7 +72,7 @@ def save_weights(path, model: torch.nn.Module, cfg: Config, meta: dict) -> None:
 
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     header = {"config": json.dumps(to_dict(cfg)), "metadata": json.dumps(meta)}
-    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
 
 
 def _read_weights(path: Path):
@@ -155,7 +141,7 @@ def store_objectness_channel(path, channel: int, statistics=None) -> list:
             header = {"config": json.dumps(config_dict), "metadata": json.dumps({**meta, **update})}
             from safetensors.torch import save_file
 
-            _atomic_write(file, lambda tmp: save_file(weights, tmp, metadata=header))
+            atomic_write(file, lambda tmp: save_file(weights, str(tmp), metadata=header))
         else:
             state = load_checkpoint(file)
             state["metadata"] = {**state.get("metadata", {}), **update}

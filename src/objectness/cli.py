@@ -39,6 +39,10 @@ def add_train_parser(subparsers) -> None:
     parser.add_argument("--out", required=True, type=Path, metavar="RUN_DIR", help="the run folder")
     parser.add_argument("--steps", type=int, metavar="N", help="train.steps: number of optimizer steps")
     parser.add_argument("--device", metavar="D", help="train.device: auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument("--init", metavar="CKPT",
+                        help="train.init: start from these weights (a run folder, last.pt or "
+                             ".safetensors of the same model config), e.g. to fine-tune on your "
+                             "own videos; the optimizer and lr schedule start afresh")
     existing = parser.add_mutually_exclusive_group()
     existing.add_argument("--resume", action="store_true",
                           help="continue the run in --out from its last.pt, exactly as if never stopped")
@@ -53,7 +57,7 @@ def run_train(args) -> int:
     preset = args.config
     if preset is None and args.resume and (args.out / "config.yaml").is_file():
         preset = str(args.out / "config.yaml")
-    flags = {"data.source": args.data, "train.steps": args.steps, "train.device": args.device}
+    flags = {"data.source": args.data, "train.steps": args.steps, "train.device": args.device, "train.init": args.init}
     overrides = args.overrides + [f"{key}={value}" for key, value in flags.items() if value is not None]
     cfg = load_config(preset, overrides)
     summary = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
@@ -93,7 +97,8 @@ DEMO_MINUTES = 6.5  # leaves time for data, channel choice and segmentation with
 
 
 def run_demo(args) -> int:
-    from .demo import demo_config, evaluate_checkpoint, format_summary, run_demo as demo
+    from .demo import demo_config, evaluate_checkpoint, format_summary
+    from .demo import run_demo as demo
 
     if args.checkpoint is not None:
         summary = evaluate_checkpoint(args.checkpoint, args.out, overwrite=args.overwrite)
@@ -200,7 +205,13 @@ def add_channels_parser(subparsers) -> None:
 
 
 def run_channels(args) -> int:
-    from .channels import channel_statistics, channels_figure, choose_objectness_channel, format_table, sample_pairs
+    from .channels import (
+        channel_statistics,
+        channels_figure,
+        choose_objectness_channel,
+        format_table,
+        sample_pairs,
+    )
     from .checkpoint import load_model, store_objectness_channel
     from .config import ConfigError
     from .train import resolve_device
@@ -337,7 +348,14 @@ def add_bench_parser(subparsers) -> None:
 
 
 def run_bench(args) -> int:
-    from .bench import BenchOptions, benchmark, check_out, format_report, load_configs, write_report
+    from .bench import (
+        BenchOptions,
+        benchmark,
+        check_out,
+        format_report,
+        load_configs,
+        write_report,
+    )
 
     options = BenchOptions(sections=tuple(args.only), repeats=args.repeats, warmup=args.warmup,
                            adapt_steps=args.adapt_steps, video_frames=args.frames, infer_batch=args.batch,

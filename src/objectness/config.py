@@ -124,6 +124,7 @@ class TrainConfig:
     panel_every: int = 1000
     time_limit: float = 0.0  # minutes; stop (with a checkpoint) once exceeded; 0 = no limit
     stop_after: int = 0  # stop (with a checkpoint) after this many steps, lr still on the train.steps schedule; 0 = off
+    init: Optional[str] = None  # start from these weights (run folder, last.pt, .safetensors); optimizer and lr start afresh
 
 
 @dataclass

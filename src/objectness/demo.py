@@ -8,17 +8,16 @@ Ground truth is read only in that last step.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from . import synthetic
 from .channels import channel_statistics, choose_objectness_channel, sample_pairs
 from .checkpoint import load_model
 from .config import Config, load_config
+from .files import write_json
 from .inference import frames_to_tensor, predict_masks
 from .metrics import centre_prior, jaccard
 from .segment import inference_short_edge, inference_size
@@ -77,7 +76,7 @@ def evaluate_demo(model, cfg: Config, out_dir, held_out_videos: int = 8, **extra
     summary["mean_iou"] = float(np.mean([r["iou"] for r in results]))
     summary["centre_prior_mean_iou"] = float(np.mean([r["centre_prior_iou"] for r in results]))
     summary["best_channel_mean_iou"] = float(np.mean([r["iou_per_channel"] for r in results], axis=0).max())
-    _write_json(out_dir / "summary.json", summary)
+    write_json(out_dir / "summary.json", summary)
     return summary
 
 
@@ -98,12 +97,6 @@ def _segment_video(model, cfg: Config, video, channel: int, out_dir: Path) -> di
     save_image_atomic(mask_strip(frames_to_tensor(video.frames[middle:middle + 1])[0], masks[middle]),
                       out_dir / "channels" / f"{video.name}.png")
     return result
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
 
 
 def format_summary(summary: dict) -> str:

@@ -16,7 +16,6 @@ import csv
 import io
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from .benchmarks import (
     load_video_benchmark,
 )
 from .data import FrameError, Video
+from .files import write_bytes, write_text
 from .metrics import BINARISATION_THRESHOLD, SaliencyScores, VideoScores, binarise
 from .segment import adapt, segment_images
 
@@ -225,14 +225,3 @@ def write_csv(path: Path, rows: list) -> None:
         writer.writerows(rows)
     write_text(path, buffer.getvalue())
 
-
-def write_text(path: Path, text: str) -> None:
-    write_bytes(path, text.encode())
-
-
-def write_bytes(path: Path, data: bytes) -> None:
-    """Write atomically: ``path`` holds the old content or the new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)

@@ -19,9 +19,7 @@ import copy
 import dataclasses
 import io
 import logging
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -34,8 +32,18 @@ from PIL import Image
 from tqdm import tqdm
 
 from .checkpoint import CheckpointError, load_model
-from .config import Config, ConfigError
-from .data import IMAGE_SUFFIXES, VIDEO_SUFFIXES, DataError, FrameError, PairDataset, Video, list_frames, natural_key
+from .config import Config
+from .data import (
+    IMAGE_SUFFIXES,
+    VIDEO_SUFFIXES,
+    DataError,
+    FrameError,
+    PairDataset,
+    Video,
+    list_frames,
+    natural_key,
+)
+from .files import publish, temporary_beside
 from .inference import frames_to_tensor
 from .metrics import centre_prior
 from .train import make_optimizer, optimisation_step, resolve_device
@@ -332,6 +340,9 @@ def segment_inputs(segmenter: Segmenter, paths, out_dir, threshold: float = 0.5,
         folder = out_dir / item.name
         if folder.exists() and not overwrite:
             raise FileExistsError(f"output folder {folder} exists; pass --overwrite to replace it")
+    single_images = sum(item.kind == "image" for item in inputs)
+    if adapt_steps > 0 and single_images:
+        log.warning("adaptation needs a video: %d single image(s) are segmented without it", single_images)
     outputs = []
     for item in tqdm(inputs, desc="inputs", unit="input", disable=not progress or len(inputs) == 1):
         try:
@@ -400,7 +411,10 @@ def _write_segmentation(segmenter, item: Input, video: Video, fps, folder: Path,
     """Write the outputs of one input; returns how many of its frames were readable."""
     is_video = item.kind in ("frames", "video")
     if is_video:
-        segmenter = adapt(segmenter, video, adapt_steps, progress, seed)
+        try:
+            segmenter = adapt(segmenter, video, adapt_steps, progress, seed)
+        except DataError as err:  # e.g. too few readable frames for a pair
+            log.warning("%s: cannot adapt (%s); segmenting without adaptation", item.name, err)
     first_frames, written = [], 0
     with VideoWriter(folder / "overlay.mp4", fps) if is_video else contextlib.nullcontext() as writer:
         for index, frame, soft in segment_frames(segmenter, video, progress):
@@ -441,15 +455,14 @@ class VideoWriter:
     def __init__(self, path, fps=VIDEO_FPS):
         self.path, self.fps = Path(path), Fraction(fps).limit_denominator(1001)
         self.container = self.stream = self.first_size = self.size = None
-        fd, self.tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.stem}.", suffix=".mp4")
-        os.close(fd)
+        self.tmp = temporary_beside(self.path)
 
     def _open(self, width: int, height: int) -> None:
         import av
 
         self.first_size = (width, height)
         self.size = (max(2, width - width % 2), max(2, height - height % 2))
-        self.container = av.open(self.tmp, mode="w", format="mp4")
+        self.container = av.open(str(self.tmp), mode="w", format="mp4")
         try:
             self.stream = self.container.add_stream("libx264", rate=self.fps)
         except (av.FFmpegError, ValueError):
@@ -481,7 +494,7 @@ class VideoWriter:
                         self.container.mux(packet)
                 self.container.close()
             if exc_type is None and self.container is not None:
-                os.replace(self.tmp, self.path)
+                publish(self.tmp, self.path)
         finally:
-            Path(self.tmp).unlink(missing_ok=True)
+            self.tmp.unlink(missing_ok=True)
         return False

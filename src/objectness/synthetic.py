@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import colorsys
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .config import ConfigError, SyntheticConfig
+from .files import atomic_write, write_text
 
 SHAPES = ("ellipse", "rectangle", "polygon", "blob")
 TEXTURES = {"blotches": (16, 8, 4, 2), "speckle": (6, 3, 2)}  # noise octave cells, in pixels
@@ -203,23 +203,14 @@ def write_frames(video: SyntheticVideo, folder, masks_folder=None) -> None:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for t, frame in enumerate(video.frames):
-        _save_atomic(
-            Image.fromarray(frame), folder / f"{t:05d}.jpg", format="JPEG", quality=95, subsampling=0
-        )
+        image = Image.fromarray(frame)
+        atomic_write(folder / f"{t:05d}.jpg", lambda tmp: image.save(tmp, format="JPEG", quality=95, subsampling=0))
     if masks_folder is None:
         return
     masks_folder = Path(masks_folder)
     masks_folder.mkdir(parents=True, exist_ok=True)
     for t, mask in enumerate(video.masks):
-        _save_atomic(
-            Image.fromarray(mask.astype(np.uint8) * 255), masks_folder / f"{t:05d}.png", format="PNG"
-        )
-
-
-def _save_atomic(image: Image.Image, path: Path, **save_args) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    image.save(temporary, **save_args)
-    os.replace(temporary, path)
+        atomic_write(masks_folder / f"{t:05d}.png", Image.fromarray(mask.astype(np.uint8) * 255).save)
 
 
 def write_dataset(root, cfg: SyntheticConfig) -> list:
@@ -241,7 +232,5 @@ def write_dataset(root, cfg: SyntheticConfig) -> list:
         names.append(video.name)
     image_sets = root / "ImageSets" / resolution
     image_sets.mkdir(parents=True, exist_ok=True)
-    temporary = image_sets / ".all.txt.tmp"
-    temporary.write_text("".join(f"{name}\n" for name in names))
-    os.replace(temporary, image_sets / "all.txt")
+    write_text(image_sets / "all.txt", "".join(f"{name}\n" for name in names))
     return names

@@ -103,6 +103,7 @@ def train(cfg: Config, run_dir, resume: bool = False, overwrite: bool = False) -
     deadline = time.perf_counter() + 60 * cfg.train.time_limit if cfg.train.time_limit > 0 else None
     checkpoint_path = check_run_dir(run_dir, resume, overwrite)
     resumed = load_training_state(checkpoint_path, cfg) if checkpoint_path else None
+    initial = initial_weights(cfg) if resumed is None and cfg.train.init else None
     device = distributed.local_device(resolve_device(cfg.train.device))
     dataset = build_pair_dataset(cfg.data, seed=cfg.train.seed)  # bad data fails before the folder is made
     distributed.init(device)
@@ -116,6 +117,9 @@ def train(cfg: Config, run_dir, resume: bool = False, overwrite: bool = False) -
     model = AMD(cfg.model).to(device)
     optimizer, scheduler = make_optimizer(model, cfg.train)
     start_step, bad_frames, rng = 0, 0, None
+    if initial is not None:
+        model.load_state_dict(initial)
+        log.info("starting from the weights of %s", cfg.train.init)
     if resumed is not None:
         start_step, bad_frames, rng = restore(resumed, model, optimizer, scheduler)
         log.info("resuming %s at step %d", run_dir, start_step)
@@ -280,6 +284,18 @@ def load_training_state(path: Path, cfg: Config) -> dict:
     if changed:
         raise CheckpointError(f"{path} was trained with another model config ({', '.join(changed)})")
     return state
+
+
+def initial_weights(cfg: Config) -> dict:
+    """The weights named by ``train.init``, checked to fit ``cfg.model``: fine-tuning, not resuming."""
+    from .checkpoint import load_model
+
+    model, saved, _ = load_model(cfg.train.init)
+    changed = _differences(to_dict(saved.model), to_dict(cfg.model), "model.")
+    if changed:
+        raise CheckpointError(f"train.init {cfg.train.init} was trained with another model config "
+                              f"({', '.join(changed)})")
+    return model.state_dict()
 
 
 def restore(state: dict, model, optimizer, scheduler):

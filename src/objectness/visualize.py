@@ -5,9 +5,6 @@ assembled; tiles are laid side by side with no padding, so a row of n tiles of
 width W is n * W pixels wide.
 """
 
-import os
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -15,6 +12,8 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torchvision.transforms.functional import to_pil_image
 from torchvision.utils import draw_segmentation_masks, flow_to_image, make_grid
+
+from .files import atomic_write
 
 
 def _cpu(tensor):
@@ -123,21 +122,10 @@ def soft_map_to_png(prob):
 
 def save_image_atomic(img, path):
     """Write a PIL image so that path holds either the old file or the complete new one."""
-    _write_atomic(Path(path), img.save)
+    atomic_write(path, img.save)
 
 
 def save_figure_atomic(figure, path):
     """Write a matplotlib figure atomically (format from the suffix: .png, .pdf, .svg)."""
-    _write_atomic(Path(path), lambda tmp: figure.savefig(tmp, dpi=120))
+    atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=120))
 
-
-def _write_atomic(path: Path, write):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
