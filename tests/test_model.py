@@ -6,7 +6,7 @@ from objectness.amd import AMD
 from objectness.appearance import AppearanceNet
 from objectness.config import AppearanceConfig, load_config
 from objectness.correlation import correlation
-from objectness.segment_flow import compose, masked_average_pool, resize_masks
+from objectness.segment_flow import SegmentFlowHead, compose, masked_average_pool, resize_masks
 
 
 def small_model_config(**extra):
@@ -125,3 +125,36 @@ def test_unknown_motion_init_is_a_config_error():
     from objectness.config import ConfigError
     with pytest.raises(ConfigError, match="model.motion.init"):
         AMD(small_model_config(**{"model.motion.init": "xavier"}))
+
+
+def _gradients(model, frames, loss_cfg, bf16):
+    from objectness.train import training_step
+
+    model.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        loss, _, _ = training_step(model, frames, loss_cfg)
+    loss.backward()
+    return {name: p.grad.float().clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+def test_bf16_autocast_keeps_the_appearance_gradient_of_a_fresh_model(tiny_config):
+    # Fresh masks are nearly uniform: f_A's gradient is the small difference between
+    # the segment flows of the masks, which a bf16 bottleneck turns into noise.
+    torch.manual_seed(0)
+    model = AMD(tiny_config.model).eval()
+    frame = torch.rand(2, 3, 68, 68, generator=torch.Generator().manual_seed(0))
+    frames = torch.stack([frame[..., 2:-2, 2:-2], frame[..., 1:-3, 3:-1]], dim=1)
+    fp32 = _gradients(model, frames, tiny_config.loss, bf16=False)
+    bf16 = _gradients(model, frames, tiny_config.loss, bf16=True)
+    for network in ("appearance", "motion"):
+        names = [name for name in fp32 if name.startswith(network)]
+        a, b = (torch.cat([g[name].flatten() for name in names]) for g in (fp32, bf16))
+        assert torch.nn.functional.cosine_similarity(a, b, dim=0) > 0.95, network
+
+
+def test_segment_flow_bottleneck_is_fp32_under_autocast():
+    features, masks = torch.randn(1, 8, 4, 4), torch.rand(1, 3, 4, 4)
+    head = SegmentFlowHead(in_channels=8, hidden=4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert head(features, masks).dtype == torch.float32
+        assert compose(torch.randn(1, 3, 2), masks.bfloat16()).dtype == torch.float32

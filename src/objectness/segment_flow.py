@@ -3,6 +3,12 @@
 One flow vector per soft mask: motion features are averaged inside each mask
 (eq. 4), a small MLP turns each average into a 2-D vector (eq. 5), and the
 vectors are laid back on the image through the masks (eq. 6).
+
+Under bf16 autocast these three steps still run in fp32. Early in training the
+masks are nearly uniform, so the segment flows of the masks nearly agree and
+f_A's gradient is their small difference, which bf16 rounds to noise (cosine
+with the fp32 gradient about 0.05 on a fresh model; 0.998 with this bottleneck
+in fp32, tests/test_model.py).
 """
 from __future__ import annotations
 
@@ -37,8 +43,9 @@ def masked_average_pool(features: torch.Tensor, masks: torch.Tensor, eps: float 
 
 
 def compose(segment_flow: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Eq. 6: F(p) = sum_m F_m S_m(p).  (B, c, 2) x (B, c, h, w) -> (B, 2, h, w)."""
-    return torch.einsum("bck,bchw->bkhw", segment_flow.to(masks.dtype), masks)
+    """Eq. 6: F(p) = sum_m F_m S_m(p).  (B, c, 2) x (B, c, h, w) -> (B, 2, h, w), fp32."""
+    with torch.autocast(masks.device.type, enabled=False):
+        return torch.einsum("bck,bchw->bkhw", segment_flow.float(), masks.float())
 
 
 class SegmentFlowHead(nn.Module):
@@ -49,5 +56,6 @@ class SegmentFlowHead(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(in_channels, hidden), nn.LeakyReLU(0.1), nn.Linear(hidden, 2))
 
     def forward(self, features: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        """features (B, D, h, w), masks (B, c, h, w) -> segment flow (B, c, 2) in pixels of this grid."""
-        return self.mlp(masked_average_pool(features, masks))
+        """features (B, D, h, w), masks (B, c, h, w) -> segment flow (B, c, 2) in pixels of this grid, fp32."""
+        with torch.autocast(features.device.type, enabled=False):
+            return self.mlp(masked_average_pool(features.float(), masks.float()))
