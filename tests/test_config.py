@@ -1,7 +1,16 @@
 """Config: presets, overrides and clear errors."""
+from pathlib import Path
+
 import pytest
 
-from objectness.config import ConfigError, from_dict, load_config, save_config, to_dict
+from objectness.config import (
+    PRESET_DIR,
+    ConfigError,
+    from_dict,
+    load_config,
+    save_config,
+    to_dict,
+)
 
 
 def test_paper_preset_holds_the_papers_recipe():
@@ -40,3 +49,11 @@ def test_saved_config_loads_back_identical(tmp_path):
     save_config(cfg, tmp_path / "c.yaml")
     assert load_config(str(tmp_path / "c.yaml")) == cfg
     assert from_dict(to_dict(cfg)) == cfg
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
+def test_every_preset_loads_by_name_and_by_the_repository_path(name):
+    cfg = load_config(name)
+    repository_path = Path(__file__).parents[1] / "configs" / f"{name}.yaml"
+    if repository_path.parent.exists():  # a source checkout: configs/ links to the presets
+        assert to_dict(load_config(str(repository_path))) == to_dict(cfg)
