@@ -4,11 +4,7 @@ import torch
 
 from objectness import cli
 from objectness.amd import AMD
-from objectness.channels import (
-    ChannelStatistics,
-    _Accumulator,
-    choose_objectness_channel,
-)
+from objectness.channels import ChannelStatistics, _Accumulator, choose_objectness_channel
 from objectness.checkpoint import load_model, metadata, save_weights
 
 

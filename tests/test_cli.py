@@ -72,6 +72,22 @@ def test_existing_run_folder_is_one_error_line_and_exit_2(tmp_path, capsys, tiny
     assert err.count("\n") == 1 and "--overwrite" in err
 
 
+def test_init_with_resume_is_one_error_line_and_exit_2(tmp_path, capsys):
+    code = cli.main(["train", "--out", str(tmp_path / "run"), "--resume", "--init", str(tmp_path / "other")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "--init" in err and "--resume" in err
+
+
+def test_missing_init_weights_are_one_error_line_and_exit_2(tmp_path, capsys, tiny_overrides):
+    argv = ["train", *_sets(tiny_overrides), "--init", str(tmp_path / "absent.safetensors"), "--out", str(tmp_path / "run")]
+    code = cli.main(argv)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "absent.safetensors" in err
+    assert not (tmp_path / "run").exists()
+
+
 def test_flags_and_overrides_map_onto_config_keys(tmp_path, captured_config):
     argv = ["train", "--config", "paper", "--set", "model.appearance.depth=18", "--data", "synthetic",
             "--steps", "7", "--device", "cpu", "--out", str(tmp_path / "run"), "--overwrite"]

@@ -3,14 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from objectness.config import (
-    PRESET_DIR,
-    ConfigError,
-    from_dict,
-    load_config,
-    save_config,
-    to_dict,
-)
+from objectness.config import PRESET_DIR, ConfigError, from_dict, load_config, save_config, to_dict
 
 
 def test_paper_preset_holds_the_papers_recipe():

@@ -1,6 +1,6 @@
 """The model of SPEC 1.1-1.3: shapes, the paper's equations, parameter counts."""
-import pytest
 import torch
+import pytest
 
 from objectness.amd import AMD
 from objectness.appearance import AppearanceNet

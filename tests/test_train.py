@@ -191,10 +191,9 @@ def test_init_starts_from_the_weights_of_another_run(finished_run, tiny_override
     _, run_dir, _ = finished_run
     cfg = load_config(None, [*tiny_overrides, "train.steps=1", "train.lr=1e-12", "train.min_lr=1e-12",
                              f"train.init={run_dir / 'model.safetensors'}"])
-    summary = train(cfg, tmp_path / "tuned")
+    train(cfg, tmp_path / "tuned")
     before, after = load_file(run_dir / "model.safetensors"), load_file(tmp_path / "tuned" / "model.safetensors")
     parameters = [name for name, _ in AMD(cfg.model).named_parameters()]
-    assert summary["step"] == 1  # a fresh schedule, not the 4 steps of the first run
     for name in parameters:  # the first run moved them by ~1e-4 from the seed's initialisation
         torch.testing.assert_close(after[name], before[name], atol=1e-9, rtol=0)
     assert yaml.safe_load((tmp_path / "tuned" / "config.yaml").read_text())["train"]["init"] == cfg.train.init

@@ -36,21 +36,8 @@ from .amd import AMD
 from .config import Config, ConfigError, load_config, to_dict
 from .data import Video, build_pair_dataset
 from .files import write_json
-from .segment import (
-    BATCH_SIZE,
-    Segmenter,
-    adapt,
-    inference_short_edge,
-    inference_size,
-    segment_video,
-)
-from .train import (
-    make_optimizer,
-    optimisation_step,
-    pair_loader,
-    resolve_device,
-    training_step,
-)
+from .segment import BATCH_SIZE, Segmenter, adapt, inference_short_edge, inference_size, segment_video
+from .train import make_optimizer, optimisation_step, pair_loader, resolve_device, training_step
 
 SECTIONS = ("train", "infer", "adapt", "loader")
 DEFAULT_PRESETS = ("paper", "cpu-small")

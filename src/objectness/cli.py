@@ -51,9 +51,11 @@ def add_train_parser(subparsers) -> None:
 
 
 def run_train(args) -> int:
-    from .config import load_config
+    from .config import ConfigError, load_config
     from .train import train
 
+    if args.resume and args.init:
+        raise ConfigError("--init starts a new run from other weights and --resume continues this one: pass one")
     preset = args.config
     if preset is None and args.resume and (args.out / "config.yaml").is_file():
         preset = str(args.out / "config.yaml")
@@ -97,8 +99,7 @@ DEMO_MINUTES = 6.5  # leaves time for data, channel choice and segmentation with
 
 
 def run_demo(args) -> int:
-    from .demo import demo_config, evaluate_checkpoint, format_summary
-    from .demo import run_demo as demo
+    from .demo import demo_config, evaluate_checkpoint, format_summary, run_demo as demo
 
     if args.checkpoint is not None:
         summary = evaluate_checkpoint(args.checkpoint, args.out, overwrite=args.overwrite)
@@ -205,13 +206,7 @@ def add_channels_parser(subparsers) -> None:
 
 
 def run_channels(args) -> int:
-    from .channels import (
-        channel_statistics,
-        channels_figure,
-        choose_objectness_channel,
-        format_table,
-        sample_pairs,
-    )
+    from .channels import channel_statistics, channels_figure, choose_objectness_channel, format_table, sample_pairs
     from .checkpoint import load_model, store_objectness_channel
     from .config import ConfigError
     from .train import resolve_device
@@ -348,14 +343,7 @@ def add_bench_parser(subparsers) -> None:
 
 
 def run_bench(args) -> int:
-    from .bench import (
-        BenchOptions,
-        benchmark,
-        check_out,
-        format_report,
-        load_configs,
-        write_report,
-    )
+    from .bench import BenchOptions, benchmark, check_out, format_report, load_configs, write_report
 
     options = BenchOptions(sections=tuple(args.only), repeats=args.repeats, warmup=args.warmup,
                            adapt_steps=args.adapt_steps, video_frames=args.frames, infer_batch=args.batch,

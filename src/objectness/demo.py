@@ -1,8 +1,9 @@
 """The demo: objectness emerging from unlabeled synthetic video in minutes on a CPU.
 
-Train the cpu-small model (the ``demo`` preset) from scratch on synthetic videos (no labels), pick the
-objectness channel from label-free statistics, then segment held-out videos
-and score them against their ground truth beside a centre-prior baseline.
+Train the cpu-small model (the ``demo`` preset) from scratch on synthetic
+videos (no labels), pick the objectness channel from label-free statistics,
+then segment held-out videos and score them against their ground truth
+beside a centre-prior baseline.
 Ground truth is read only in that last step.
 """
 from __future__ import annotations

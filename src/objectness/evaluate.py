@@ -224,4 +224,3 @@ def write_csv(path: Path, rows: list) -> None:
         writer.writeheader()
         writer.writerows(rows)
     write_text(path, buffer.getvalue())
-

@@ -33,16 +33,7 @@ from tqdm import tqdm
 
 from .checkpoint import CheckpointError, load_model
 from .config import Config
-from .data import (
-    IMAGE_SUFFIXES,
-    VIDEO_SUFFIXES,
-    DataError,
-    FrameError,
-    PairDataset,
-    Video,
-    list_frames,
-    natural_key,
-)
+from .data import IMAGE_SUFFIXES, VIDEO_SUFFIXES, DataError, FrameError, PairDataset, Video, list_frames, natural_key
 from .files import publish, temporary_beside
 from .inference import frames_to_tensor
 from .metrics import centre_prior

@@ -23,6 +23,7 @@ from .checkpoint import (
     WEIGHTS,
     CheckpointError,
     load_checkpoint,
+    load_model,
     metadata,
     rng_state,
     save_checkpoint,
@@ -288,8 +289,6 @@ def load_training_state(path: Path, cfg: Config) -> dict:
 
 def initial_weights(cfg: Config) -> dict:
     """The weights named by ``train.init``, checked to fit ``cfg.model``: fine-tuning, not resuming."""
-    from .checkpoint import load_model
-
     model, saved, _ = load_model(cfg.train.init)
     changed = _differences(to_dict(saved.model), to_dict(cfg.model), "model.")
     if changed:

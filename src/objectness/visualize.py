@@ -5,7 +5,6 @@ assembled; tiles are laid side by side with no padding, so a row of n tiles of
 width W is n * W pixels wide.
 """
 
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -128,4 +127,3 @@ def save_image_atomic(img, path):
 def save_figure_atomic(figure, path):
     """Write a matplotlib figure atomically (format from the suffix: .png, .pdf, .svg)."""
     atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=120))
-
