@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from objectness import cli
-from objectness.bench import count_flops, median_seconds
+from objectness.bench import achieved, build_model, count_flops, measure_peak, median_seconds
+from objectness.config import load_config
 
 QUICK = ["--device", "cpu", "--repeats", "1", "--warmup", "0", "--matmul-size", "256"]
 
@@ -49,7 +50,8 @@ def test_median_seconds_times_the_repeats_after_the_warmup():
 def test_json_holds_every_section_with_positive_numbers(full_run):
     code, _, result, _ = full_run
     assert code == 0
-    assert result["matmul_peak"]["flops_per_s"] > 0
+    assert set(result["peaks"]) == {"float32", "bfloat16"}  # the CPU's bf16 row has a peak of its own
+    assert all(peak["flops_per_s"] > 0 and peak["best"] in peak["kernels"] for peak in result["peaks"].values())
     paper = result["presets"]["paper"]
     train = paper["train"]
     for key in ("step_s", "pairs_per_s", "flops_per_step", "flops_per_s", "peak_fraction", "peak_memory_bytes"):
@@ -68,7 +70,7 @@ def test_json_holds_every_section_with_positive_numbers(full_run):
 def test_table_shows_every_section_the_threads_and_versions(full_run):
     _, table, result, _ = full_run
     for text in ("training step", "f_A: 384x384", "f_A: 480p frame", "adaptation on a 480p video",
-                 "projected from 1 measured step", "segmenting its 2 frames", "loader: synthetic", "matmul peak",
+                 "projected from 1 measured step", "segmenting its 2 frames", "loader: synthetic", "peak float32: ",
                  f"{torch.get_num_threads()} thread(s)", f"torch {torch.__version__}", "torchvision", "objectness 0.1"):
         assert text in table, text
     assert result["environment"]["threads"] == torch.get_num_threads()
@@ -112,3 +114,24 @@ def test_help_names_the_sections_and_flags(capsys):
     for flag in ("--config", "--set", "--device", "--only", "--repeats", "--warmup", "--adapt-steps", "--data",
                  "--profile", "--out", "--overwrite", "train", "infer", "adapt", "loader"):
         assert flag in text, flag
+
+
+def test_the_peak_is_the_best_of_matmuls_and_convolutions():
+    peak = measure_peak(torch.device("cpu"), torch.float32, size=64, repeats=1, warmup=0)
+    kernels = peak["kernels"]
+    assert any(name.startswith("matmul") for name in kernels) and any(name.startswith("conv") for name in kernels)
+    assert peak["flops_per_s"] == max(k["flops_per_s"] for k in kernels.values())
+    assert kernels["matmul 64x64x64"]["flops"] == 2 * 64**3
+    assert peak["dtype"] == "float32" and "best of 6" in peak["method"]
+
+
+def test_the_appearance_network_stays_within_the_peak_on_the_cpu():
+    """f_A of the paper preset measured 110% of a 2048^3-matmul peak on an AVX-512 CPU (issue 12)."""
+    device = torch.device("cpu")
+    peak = measure_peak(device, torch.float32, size=2048, repeats=3, warmup=1)
+    appearance = build_model(load_config("paper"), device).appearance.eval()
+    image = torch.rand(1, 3, 384, 384)
+    forward = torch.no_grad()(lambda: appearance(image))
+    flops = count_flops(forward)
+    fraction = achieved(flops, median_seconds(forward, device, repeats=3, warmup=0), peak)["peak_fraction"]
+    assert 0 < fraction <= 1, f"f_A at {fraction:.1%} of {peak['best']}"

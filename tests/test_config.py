@@ -3,7 +3,16 @@ from pathlib import Path
 
 import pytest
 
-from objectness.config import PRESET_DIR, ConfigError, from_dict, load_config, save_config, to_dict
+from objectness.config import (
+    PRESET_DIR,
+    Config,
+    ConfigError,
+    FinetuneConfig,
+    from_dict,
+    load_config,
+    save_config,
+    to_dict,
+)
 
 
 def test_paper_preset_holds_the_papers_recipe():
@@ -46,7 +55,8 @@ def test_saved_config_loads_back_identical(tmp_path):
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
 def test_every_preset_loads_by_name_and_by_the_repository_path(name):
-    cfg = load_config(name)
+    cls = FinetuneConfig if name.startswith("finetune-") else Config  # finetune-*: objectness finetune's
+    cfg = load_config(name, cls=cls)
     repository_path = Path(__file__).parents[1] / "configs" / f"{name}.yaml"
     if repository_path.parent.exists():  # a source checkout: configs/ links to the presets
-        assert to_dict(load_config(str(repository_path))) == to_dict(cfg)
+        assert to_dict(load_config(str(repository_path), cls=cls)) == to_dict(cfg)

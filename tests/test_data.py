@@ -264,3 +264,12 @@ def test_davis2016_has_30_videos_and_2079_frames(shared_data):
     assert len(dataset.videos) == 30
     assert sum(len(video) for video in dataset.videos) == 2079
     assert dataset[0]["frames"].shape == (2, 3, 384, 384)
+
+
+def test_color_jitter_changes_both_frames_of_a_pair_alike():
+    frame = random_frame(np.random.default_rng(0))
+    plain = dataset_of([frame, frame])[0]["frames"]
+    jittered = dataset_of([frame, frame], color_jitter=0.4)[0]["frames"]
+    assert torch.equal(jittered[0], jittered[1])  # one draw for the pair
+    assert not torch.allclose(jittered, plain, atol=1e-3)
+    assert 0 <= jittered.min() and jittered.max() <= 1

@@ -17,9 +17,9 @@ RANK_SCRIPT = textwrap.dedent(
     replicas = []
     step = train_module.training_step
 
-    def remembering_step(model, frames, loss_cfg):
+    def remembering_step(model, frames, loss_cfg, flows=None):
         replicas.append(model)
-        return step(model, frames, loss_cfg)
+        return step(model, frames, loss_cfg, flows)
 
     train_module.training_step = remembering_step
     run_dir, out = sys.argv[1], sys.argv[2]

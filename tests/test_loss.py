@@ -1,4 +1,5 @@
 """Warping, occlusion and the view synthesis objective (SPEC 1.4)."""
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -65,14 +66,16 @@ def test_occlusion_is_detected_where_a_shift_uncovers_pixels():
     assert visible1[..., :, :-3].min() == 1
 
 
-def test_loss_is_lower_for_the_true_flow_than_for_zero_flow():
+@pytest.mark.parametrize("grid,ssim", [("motion", "masked"), ("image", "padded")])
+def test_loss_is_lower_for_the_true_flow_than_for_zero_flow(grid, ssim):
     from types import SimpleNamespace
     frame1 = smooth_image(64, 64)
     frame2 = torch.roll(frame1, shifts=(0, 4), dims=(2, 3))  # content moves 4 px right
     def out_with(flow_x):
         f12, f21 = constant_flow(flow_x, 0, 64, 64), constant_flow(-flow_x, 0, 64, 64)
-        return SimpleNamespace(flows12=[f12], flows21=[f21])
-    cfg = LossConfig(level_weights=(1.0,))
+        return SimpleNamespace(flows12=[f12], flows21=[f21], motion_frame1=frame1, motion_frame2=frame2,
+                               motion_flows12=[f12], motion_flows21=[f21])
+    cfg = LossConfig(level_weights=(1.0,), grid=grid, ssim=ssim)
     true_loss, _ = view_synthesis_loss(frame1, frame2, out_with(4.0), cfg)
     zero_loss, _ = view_synthesis_loss(frame1, frame2, out_with(0.0), cfg)
     assert true_loss < 0.02 < zero_loss
@@ -125,3 +128,20 @@ def test_backward_warp_equals_the_plain_form_under_random_flow():
     torch.manual_seed(0)
     image, flow = torch.rand(2, 3, 12, 20), 3 * torch.randn(2, 2, 12, 20)
     torch.testing.assert_close(backward_warp(image, flow), _plain_backward_warp(image, flow))
+
+
+def test_unpadded_ssim_keeps_only_the_windows_inside_the_image():
+    x, y = smooth_image(), smooth_image(seed=1)
+    valid = ssim_distance(x, y, padding=False)
+    assert valid.shape[-2:] == (30, 38)
+    torch.testing.assert_close(valid, ssim_distance(x, y)[..., 1:-1, 1:-1])
+
+
+@pytest.mark.parametrize("option", [{"grid": "crop"}, {"occlusion": "none"}, {"ssim": "gaussian"}])
+def test_unknown_loss_options_are_config_errors(option):
+    from types import SimpleNamespace
+    from objectness.config import ConfigError
+    flow = constant_flow(0, 0)
+    out = SimpleNamespace(flows12=[flow], flows21=[flow])
+    with pytest.raises(ConfigError, match=f"loss.{next(iter(option))}"):
+        view_synthesis_loss(smooth_image(), smooth_image(), out, LossConfig(level_weights=(1.0,), **option))

@@ -1,5 +1,6 @@
 """The model of SPEC 1.1-1.3: shapes, the paper's equations, parameter counts."""
 import torch
+import torch.nn.functional as F
 import pytest
 
 from objectness.amd import AMD
@@ -82,10 +83,11 @@ def test_composition_lays_each_segment_vector_on_its_mask():
     assert torch.allclose(compose(segment_flow, soft)[0, :, 0, 0], torch.tensor([0.75, 0.5]))
 
 
-def test_resized_masks_still_sum_to_one():
+@pytest.mark.parametrize("mode", ["area", "bilinear"])
+def test_resized_masks_still_sum_to_one(mode):
     masks = torch.rand(1, 5, 12, 12).softmax(1)
     for size in [(3, 5), (24, 40), (12, 20)]:
-        assert torch.allclose(resize_masks(masks, size).sum(1), torch.ones(1, *size), atol=1e-5)
+        assert torch.allclose(resize_masks(masks, size, mode).sum(1), torch.ones(1, *size), atol=1e-5)
 
 
 def test_forward_gives_flows_at_every_level_and_full_size_first():
@@ -93,7 +95,67 @@ def test_forward_gives_flows_at_every_level_and_full_size_first():
     out = model(torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64))
     assert out.masks1.shape == out.masks2.shape == (2, 5, 8, 8)
     assert [f.shape[-1] for f in out.flows12] == [64, 8, 4, 2]
+    assert [f.shape[-1] for f in out.motion_flows12] == [64, 32, 16, 8]  # 1, 1/2, 1/4, 1/8 of the motion input
     assert out.segment_flow12.shape == (2, 5, 2)
+
+
+def test_motion_grid_follows_the_motion_input_size_and_its_resize():
+    cfg = small_model_config(**{"model.motion.input_size": "[64,96]", "model.motion.align_corners": "false"})
+    frame1, frame2 = torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64)
+    out = AMD(cfg).eval()(frame1, frame2)
+    expected = F.interpolate(frame1, size=(64, 96), mode="bilinear", align_corners=False)
+    assert torch.equal(out.motion_frame1, expected)
+    assert [tuple(f.shape[-2:]) for f in out.motion_flows21] == [(64, 96), (32, 48), (16, 24), (8, 12)]
+
+
+@pytest.mark.parametrize("warp_flow", ["upsampled", "recomposed"])
+def test_warp_flow_of_each_level(warp_flow, monkeypatch):
+    import objectness.motion as motion_module
+
+    torch.manual_seed(0)
+    model = AMD(small_model_config(**{"model.motion.warp_flow": warp_flow})).eval()
+    warps, real_warp = [], motion_module.backward_warp
+    monkeypatch.setattr(motion_module, "backward_warp", lambda image, flow: warps.append(flow) or real_warp(image, flow))
+    masks = (10 * torch.randn(1, 5, 8, 8)).softmax(1)  # nearly one-hot
+    vectors = torch.tensor([[[2.0, 0.0], [-2.0, 0.0], [0.0, 2.0], [0.0, -2.0], [1.0, 1.0]]])  # one residual per segment
+    monkeypatch.setattr(model.motion.segment_head, "forward", lambda features, masks: vectors.expand(len(masks), -1, -1))
+    with torch.no_grad():
+        (segment_flows, flows), _ = model.motion(torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64), masks, masks)
+    for level in range(1, len(flows)):
+        h, w = flows[level].shape[-2:]
+        upsampled = F.interpolate(flows[level - 1] * 2, scale_factor=2, mode="bilinear", align_corners=True)
+        recomposed = compose(segment_flows[level - 1] * (w / 64), resize_masks(masks, (h, w), "bilinear"))
+        torch.testing.assert_close(warps[level - 1][:1], upsampled if warp_flow == "upsampled" else recomposed)
+    # Where the level is coarser than the masks (8 x 8 here), the two differ.
+    h, w = flows[1].shape[-2:]
+    upsampled = F.interpolate(flows[0] * 2, scale_factor=2, mode="bilinear", align_corners=True)
+    difference = upsampled - compose(segment_flows[0] * (w / 64), resize_masks(masks, (h, w), "bilinear"))
+    assert difference.abs().max() > 0.1
+
+
+def test_motion_grid_loss_works_with_the_crop_as_motion_input_and_three_levels():
+    from objectness.loss import view_synthesis_loss
+
+    cfg = load_config(None, ["model.appearance.depth=18", "model.appearance.width=8", "model.motion.input_size=null",
+                             "model.motion.pyramid_channels=[8,16,16,24]", "loss.level_weights=[1,1,1]"])
+    model = AMD(cfg.model)
+    frame1 = torch.rand(2, 3, 64, 64)
+    frame2 = torch.roll(frame1, 2, dims=3)
+    out = model(frame1, frame2)
+    assert [f.shape[-1] for f in out.motion_flows12] == [64, 32, 16]  # 1, 1/2, 1/4 of the crop
+    loss, terms = view_synthesis_loss(frame1, frame2, out, cfg.loss)
+    loss.backward()
+    assert torch.isfinite(loss) and set(terms) >= {"photometric_0", "photometric_2"}
+    assert model.appearance.head.classifier.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("option", ["model.motion.mask_resize=nearest", "model.motion.warp_flow=dense"])
+def test_unknown_motion_options_are_config_errors(option):
+    from objectness.config import ConfigError
+
+    key, value = option.split("=")
+    with pytest.raises(ConfigError, match=key):
+        AMD(small_model_config(**{key: value}))
 
 
 def test_uniform_masks_give_a_single_flow_vector():
@@ -110,7 +172,7 @@ def test_mask_source_picks_whose_masks_carry_the_flow(source):
     frame1, frame2 = torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64)
     out = model(frame1, frame2)
     masks = out.masks2 if source == "sampled" else out.masks1
-    expected = compose(out.segment_flow12, resize_masks(masks, (64, 64)))
+    expected = compose(out.segment_flow12, resize_masks(masks, (64, 64), model.cfg.motion.mask_resize))
     assert torch.allclose(out.flows12[0], expected, atol=1e-5)
 
 

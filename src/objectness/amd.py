@@ -11,6 +11,7 @@ from .appearance import AppearanceNet
 from .config import ConfigError, ModelConfig
 from .motion import MotionNet
 from .segment_flow import compose, resize_masks, scale_xy
+from .warp import resize_flow
 
 
 @dataclass
@@ -21,6 +22,11 @@ class AMDOutput:
     flows21: list  # the same for frame 2 from frame 1
     segment_flow12: torch.Tensor  # (B, c, 2) one vector F_m per segment, pixels of the full-size frame
     segment_flow21: torch.Tensor
+    # The motion grid, where the released code's loss compares images:
+    motion_frame1: torch.Tensor  # (B, 3, Hm, Wm) frame 1 resized for f_M (model.motion.input_size)
+    motion_frame2: torch.Tensor
+    motion_flows12: list  # (B, 2, Hm/2^k, Wm/2^k), k = 0, 1, ...: each level's composed flow upsampled x4
+    motion_flows21: list
 
 
 class AMD(nn.Module):
@@ -46,15 +52,28 @@ class AMD(nn.Module):
         motion_size = tuple(self.cfg.motion.input_size or frame1.shape[-2:])
         motion_frames = torch.cat([frame1, frame2])
         if motion_size != tuple(frame1.shape[-2:]):
-            motion_frames = F.interpolate(motion_frames, size=motion_size, mode="bilinear", align_corners=False)
-        levels12, levels21 = self.motion(motion_frames[:b], motion_frames[b:], masks12, masks21)
-        image_size = tuple(frame1.shape[-2:])
-        flows12, segment_flow12 = flow_pyramid(levels12, masks12, image_size, motion_size)
-        flows21, segment_flow21 = flow_pyramid(levels21, masks21, image_size, motion_size)
-        return AMDOutput(masks1, masks2, flows12, flows21, segment_flow12, segment_flow21)
+            motion_frames = F.interpolate(motion_frames, size=motion_size, mode="bilinear",
+                                          align_corners=self.cfg.motion.align_corners)
+        (levels12, level_flows12), (levels21, level_flows21) = self.motion(
+            motion_frames[:b], motion_frames[b:], masks12, masks21)
+        image_size, mask_resize = tuple(frame1.shape[-2:]), self.cfg.motion.mask_resize
+        flows12, segment_flow12 = flow_pyramid(levels12, masks12, image_size, motion_size, mask_resize)
+        flows21, segment_flow21 = flow_pyramid(levels21, masks21, image_size, motion_size, mask_resize)
+        return AMDOutput(masks1, masks2, flows12, flows21, segment_flow12, segment_flow21,
+                         motion_frames[:b], motion_frames[b:],
+                         motion_grid_flows(level_flows12, motion_size), motion_grid_flows(level_flows21, motion_size))
 
 
-def flow_pyramid(levels: list, masks: torch.Tensor, image_size: tuple, motion_size: tuple) -> tuple:
+def motion_grid_flows(level_flows: list, motion_size: tuple) -> list:
+    """PWC-Lite's outputs: the composed flow of each level, coarse to 1/4, upsampled x4
+    (values x4) onto the motion input's grid -> full size, 1/2, 1/4, ... of it."""
+    height, width = motion_size
+    sizes = [(max(height // 2**k, 1), max(width // 2**k, 1)) for k in range(len(level_flows))]
+    return [resize_flow(flow, size) for flow, size in zip(reversed(level_flows), sizes)]
+
+
+def flow_pyramid(levels: list, masks: torch.Tensor, image_size: tuple, motion_size: tuple,
+                 mask_resize: str = "area") -> tuple:
     """Compose the segment flow of each level on the image grid: full size, then 1/8, 1/16, ...
 
     levels: (B, c, 2) segment flows in pixels of the motion input, coarse to 1/4.
@@ -67,7 +86,7 @@ def flow_pyramid(levels: list, masks: torch.Tensor, image_size: tuple, motion_si
         factor = 1 if k == 0 else 2 ** (k + 2)
         h, w = max(height // factor, 1), max(width // factor, 1)
         scaled = scale_xy(segment_flow, w / motion_size[1], h / motion_size[0])  # (B, c, 2), level pixels
-        flows.append(compose(scaled, resize_masks(masks, (h, w))))  # (B, 2, h, w), eq. 6
+        flows.append(compose(scaled, resize_masks(masks, (h, w), mask_resize)))  # (B, 2, h, w), eq. 6
         if k == 0:
             full_size = scaled
     return flows, full_size

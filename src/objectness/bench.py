@@ -2,8 +2,10 @@
 
 Random weights and random inputs. Every time is a median over repeated calls
 after warm-up, with the device synchronised around each call; FLOPs come from
-torch.utils.flop_counter and are set against a dense matmul measured in the
-same run (float32 on CPU, bfloat16 on CUDA).
+torch.utils.flop_counter and are set against the peak measured in the same
+run, in the dtype of the measurement (float32 on CPU, bfloat16 on CUDA under
+autocast): the best rate of several matmuls and convolutions (peak_kernels),
+so that no kernel of the model outruns it.
 
     configs = load_configs(["cpu-small"], ["train.batch_size=4"])
     result = benchmark(configs, "cpu", BenchOptions(sections=("train",)))
@@ -36,6 +38,7 @@ from .amd import AMD
 from .config import Config, ConfigError, load_config, to_dict
 from .data import Video, build_pair_dataset
 from .files import write_json
+from .gpu_data import DeviceFrames, DevicePairLoader
 from .segment import BATCH_SIZE, Segmenter, adapt, inference_short_edge, inference_size, segment_video
 from .train import make_optimizer, optimisation_step, pair_loader, resolve_device, training_step
 
@@ -55,7 +58,7 @@ class BenchOptions:
     adapt_steps: Optional[int] = None  # measured adaptation steps; None: 2 on CPU, 100 on CUDA
     video_frames: int = 8  # frames of the synthetic 480p video
     infer_batch: Optional[int] = None  # images per f_A call; None: 1 on CPU, segment's batch on CUDA
-    matmul_size: Optional[int] = None  # of the peak matmul; None: 2048 on CPU, 8192 on CUDA
+    matmul_size: Optional[int] = None  # side of the peak's largest square matmul; None: 2048 on CPU, 8192 on CUDA
     data: Optional[str] = None  # data.source of the loader section; None skips it
     profile: Optional[Path] = None  # profile training too; chrome traces beside this path (see trace_path)
 
@@ -80,6 +83,16 @@ def synchronize(device: torch.device) -> None:
 
 def median_seconds(fn, device: torch.device, repeats: int = 3, warmup: int = 1) -> float:
     """Median wall time of ``fn()`` over ``repeats`` calls after ``warmup`` untimed ones."""
+    return statistics.median(wall_times(fn, device, repeats, warmup))
+
+
+def best_seconds(fn, device: torch.device, repeats: int = 3, warmup: int = 1) -> float:
+    """Shortest wall time of ``fn()`` over ``repeats`` calls after ``warmup``: a peak is the best seen."""
+    return min(wall_times(fn, device, repeats, warmup))
+
+
+def wall_times(fn, device: torch.device, repeats: int, warmup: int) -> list:
+    """Seconds of each of ``repeats`` calls of ``fn()``, synchronised, after ``warmup`` untimed ones."""
     for _ in range(warmup):
         fn()
     synchronize(device)
@@ -89,7 +102,7 @@ def median_seconds(fn, device: torch.device, repeats: int = 3, warmup: int = 1) 
         fn()
         synchronize(device)
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return times
 
 
 def reset_peak_memory(device: torch.device) -> None:
@@ -119,25 +132,67 @@ def count_flops(fn) -> int:
     return counter.get_total_flops()
 
 
-def matmul_peak(device: torch.device, size: int, repeats: int = 3, warmup: int = 1) -> dict:
-    """The dense matmul rate this device reaches: float32 on CPU, bfloat16 on CUDA."""
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    calls = 10 if device.type == "cuda" else 1  # a CUDA matmul is too short to time alone
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
+def peak_kernels(size: int) -> dict:
+    """The kernels whose best rate is the peak, sized from ``size`` (the side of the largest
+    square matmul; 2048 on CPU): name -> (operation, shapes of its random inputs).
 
-    def matmuls():
-        for _ in range(calls):
-            torch.mm(a, b)
+    One square matmul alone under-measures: oneDNN's convolutions outran a 2048^3 fp32
+    matmul by 10% on an AVX-512 CPU (issue 12). So: square matmuls of two sizes, a wide
+    one with a short inner dimension (a 1x1 convolution's shape), and 3x3 and 1x1
+    convolutions at ResNet's channel counts, all in the dtype of the run.
+    """
+    s = max(size, 32)
+    c, hw = s // 8, max(s // 32, 4)  # 256 channels at 64 x 64 for s = 2048
+    return {
+        f"matmul {s}x{s}x{s}": (torch.mm, [(s, s), (s, s)]),
+        f"matmul {s // 2}x{s // 2}x{s // 2}": (torch.mm, [(s // 2, s // 2), (s // 2, s // 2)]),
+        f"matmul {4 * s}x{s // 4}x{s}": (torch.mm, [(4 * s, s // 4), (s // 4, s)]),
+        f"conv 3x3 {c}->{c} at 4x{hw}x{hw}": (_conv, [(4, c, hw, hw), (c, c, 3, 3)]),
+        f"conv 3x3 {c // 4}->{c // 4} at 4x{2 * hw}x{2 * hw}": (_conv, [(4, c // 4, 2 * hw, 2 * hw), (c // 4, c // 4, 3, 3)]),
+        f"conv 1x1 {2 * c}->{2 * c} at 4x{hw}x{hw}": (_conv, [(4, 2 * c, hw, hw), (2 * c, 2 * c, 1, 1)]),
+    }
 
-    seconds = median_seconds(matmuls, device, repeats, warmup) / calls
-    return {"dtype": str(dtype).removeprefix("torch."), "size": size, "seconds": seconds,
-            "flops_per_s": 2 * size**3 / seconds}
+
+def _conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.conv2d(x, weight, padding=weight.shape[-1] // 2)
+
+
+def measure_peak(device: torch.device, dtype: torch.dtype, size: int, repeats: int = 3, warmup: int = 1) -> dict:
+    """The best FLOP/s of peak_kernels in ``dtype``: each kernel's FLOPs counted as the model's
+    are (FlopCounterMode), its fastest of ``repeats`` timed calls after ``warmup``."""
+    calls = 10 if device.type == "cuda" else 1  # a CUDA kernel is too short to time alone
+    kernels = {}
+    for name, (operation, shapes) in peak_kernels(size).items():
+        inputs = [torch.randn(shape, device=device, dtype=dtype) for shape in shapes]
+        flops = count_flops(lambda: operation(*inputs))  # also the first warm-up call
+
+        def run():
+            for _ in range(calls):
+                operation(*inputs)
+
+        seconds = best_seconds(run, device, repeats, max(warmup - 1, 0)) / calls
+        kernels[name] = {"flops": flops, "seconds": seconds, "flops_per_s": flops / seconds}
+        del inputs
+    best = max(kernels, key=lambda name: kernels[name]["flops_per_s"])
+    return {"dtype": str(dtype).removeprefix("torch."), "size": size, "flops_per_s": kernels[best]["flops_per_s"],
+            "best": best, "kernels": kernels,
+            "method": f"best of {len(kernels)} matmuls and convolutions in {str(dtype).removeprefix('torch.')}, "
+                      f"each the fastest of {repeats} timed calls"}
+
+
+def run_dtype(cfg: Config, device: torch.device, bf16: bool = False) -> torch.dtype:
+    """The dtype a measurement of ``cfg`` computes in: bf16 under autocast, else float32."""
+    return torch.bfloat16 if bf16 or uses_amp(cfg, device) else torch.float32
 
 
 def achieved(flops: int, seconds: float, peak: Optional[dict]) -> dict:
+    """FLOP/s and its fraction of ``peak`` (the peak of the measurement's dtype)."""
     rate = flops / seconds
     return {"flops_per_s": rate, "peak_fraction": rate / peak["flops_per_s"] if peak else None}
+
+
+def peak_of(peaks: dict, dtype: torch.dtype) -> Optional[dict]:
+    return peaks.get(str(dtype).removeprefix("torch."))
 
 
 # ---------------------------------------------------------------- the sections
@@ -164,17 +219,17 @@ def train_step_fn(model: AMD, cfg: Config, device: torch.device):
     return step, optimizer, frames
 
 
-def bench_train(cfg: Config, device: torch.device, options: BenchOptions, peak: Optional[dict]) -> dict:
+def bench_train(cfg: Config, device: torch.device, options: BenchOptions, peaks: dict) -> dict:
     step, _, _ = train_step_fn(build_model(cfg, device).train(), cfg, device)
     reset_peak_memory(device)
     flops = count_flops(step)  # also the first warm-up step
     seconds = median_seconds(step, device, options.repeats, max(options.warmup - 1, 0))
     return {"batch_size": cfg.train.batch_size, "crop_size": list(cfg.data.crop_size), "step_s": seconds,
             "pairs_per_s": cfg.train.batch_size / seconds, "flops_per_step": flops,
-            **achieved(flops, seconds, peak), "peak_memory_bytes": peak_memory(device)}
+            **achieved(flops, seconds, peak_of(peaks, run_dtype(cfg, device))), "peak_memory_bytes": peak_memory(device)}
 
 
-def bench_infer(cfg: Config, device: torch.device, options: BenchOptions, peak: Optional[dict]) -> dict:
+def bench_infer(cfg: Config, device: torch.device, options: BenchOptions, peaks: dict) -> dict:
     """f_A alone, eval, no grad: at 384 x 384, and at a 480p frame resized as ``objectness segment`` does."""
     appearance = build_model(cfg, device).appearance.eval()
     batch = options.infer_batch or (BATCH_SIZE if device.type == "cuda" else 1)
@@ -196,7 +251,7 @@ def bench_infer(cfg: Config, device: torch.device, options: BenchOptions, peak: 
         seconds = median_seconds(forward, device, options.repeats, max(options.warmup - 1, 0)) / batch
         results[name] = {"input_size": list(size), "batch": batch, "bf16": bf16, "s_per_image": seconds,
                          "images_per_s": 1 / seconds,
-                         "flops_per_image": flops, **achieved(flops, seconds, peak),
+                         "flops_per_image": flops, **achieved(flops, seconds, peak_of(peaks, run_dtype(cfg, device, bf16))),
                          "peak_memory_bytes": peak_memory(device)}
     results["480p"]["frame_size"] = list(FRAME_480P)
     return results
@@ -217,7 +272,7 @@ def synthetic_video(num_frames: int, size: tuple = FRAME_480P, pan: int = 8, see
     return Video("synthetic-480p", frames)
 
 
-def bench_adapt(cfg: Config, device: torch.device, options: BenchOptions, peak: Optional[dict]) -> dict:
+def bench_adapt(cfg: Config, device: torch.device, options: BenchOptions, peaks: dict) -> dict:
     """segment.adapt on a synthetic 480p video, then segmenting its frames with the adapted copy."""
     steps = options.adapt_steps or (PAPER_ADAPT_STEPS if device.type == "cuda" else 2)
     video = synthetic_video(options.video_frames)
@@ -239,13 +294,17 @@ def bench_adapt(cfg: Config, device: torch.device, options: BenchOptions, peak: 
             "peak_memory_bytes": memory}
 
 
-def bench_loader(cfg: Config, device: torch.device, options: BenchOptions, peak: Optional[dict]) -> dict:
-    """Pairs per second that the training DataLoader delivers from ``options.data``, onto the device."""
+def bench_loader(cfg: Config, device: torch.device, options: BenchOptions, peaks: dict) -> dict:
+    """Pairs per second that the training loader delivers from ``options.data``, onto the device:
+    the DataLoader's workers, or with data.on_device the pairs made on the device (gpu_data.py)."""
     batches = LOADER_BATCHES
     warmup = max(options.warmup, 1)  # the first batch waits for the workers to start
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, source=options.data),
                               train=dataclasses.replace(cfg.train, steps=warmup + batches))
-    loader = iter(pair_loader(build_pair_dataset(cfg.data, seed=cfg.train.seed), cfg, 0, device))
+    if cfg.data.on_device:
+        loader = iter(DevicePairLoader(DeviceFrames.load(cfg.data, device), cfg, 0))
+    else:
+        loader = iter(pair_loader(build_pair_dataset(cfg.data, seed=cfg.train.seed), cfg, 0, device))
     for _ in range(warmup):
         next(loader)
     start = time.perf_counter()
@@ -253,7 +312,8 @@ def bench_loader(cfg: Config, device: torch.device, options: BenchOptions, peak:
         next(loader)["frames"].to(device, non_blocking=True)
     synchronize(device)
     seconds = time.perf_counter() - start
-    return {"source": options.data, "workers": cfg.data.workers, "batches": batches,
+    return {"source": options.data, "workers": 0 if cfg.data.on_device else cfg.data.workers,
+            "on_device": cfg.data.on_device, "batches": batches,
             "pairs_per_s": batches * cfg.train.batch_size / seconds}
 
 
@@ -381,7 +441,8 @@ def benchmark(configs: dict, device="auto", options: Optional[BenchOptions] = No
 
     {"environment": {date, device, device_name, threads, torch, torchvision, objectness, python,
                      sections, repeats, warmup},
-     "matmul_peak": {dtype, size, seconds, flops_per_s} or null (train and infer not run),
+     "peaks": {dtype: {dtype, size, flops_per_s, best, kernels: {name: {flops, seconds, flops_per_s}},
+               method}} for each dtype that train or infer computes in (none if neither runs),
      "presets": {name: {"precision", "config": full config,
          "train": {batch_size, crop_size, step_s, pairs_per_s, flops_per_step, flops_per_s,
                    peak_fraction, peak_memory_bytes},
@@ -389,7 +450,7 @@ def benchmark(configs: dict, device="auto", options: Optional[BenchOptions] = No
                    flops_per_s, peak_fraction, peak_memory_bytes} (480p also frame_size)},
          "adapt": {frame_size, frames, steps_measured, s_per_step, s_for_100_steps, projected,
                    segment_s, s_per_frame, peak_memory_bytes},
-         "loader": {source, workers, batches, pairs_per_s},
+         "loader": {source, workers, on_device, batches, pairs_per_s},
          "profile": {trace, steps, top_ops: [{name, calls, self_cpu_s, self_device_s}], breakdown_steps,
                      breakdown_s: {forward_appearance, forward_motion, forward_other, loss,
                                    backward, optimizer, step}}}}}
@@ -403,15 +464,17 @@ def benchmark(configs: dict, device="auto", options: Optional[BenchOptions] = No
     tasks = [(name, section) for name in configs for section in sections]
     if options.profile is not None:
         tasks += [(name, "profile") for name in configs]
-    needs_peak = any(s in ("train", "infer") for s in sections)
-    result = {"environment": environment(device, options), "matmul_peak": None,
+    dtypes = sorted({run_dtype(cfg, device, bf16) for cfg in configs.values() for s in sections if s in ("train", "infer")
+                     for bf16 in ((False, True) if s == "infer" and device.type == "cpu" else (False,))}, key=str)
+    result = {"environment": environment(device, options), "peaks": {},
               "presets": {name: {"precision": "bfloat16 autocast" if uses_amp(cfg, device) else "float32",
                                  "config": to_dict(cfg)} for name, cfg in configs.items()}}
-    with tqdm(total=len(tasks) + needs_peak, desc="bench", unit="section", disable=not progress) as bar:
-        if needs_peak:
-            bar.set_postfix_str("matmul peak")
+    with tqdm(total=len(tasks) + len(dtypes), desc="bench", unit="section", disable=not progress) as bar:
+        for dtype in dtypes:
+            bar.set_postfix_str(f"peak {dtype}")
             size = options.matmul_size or (8192 if device.type == "cuda" else 2048)
-            result["matmul_peak"] = matmul_peak(device, size, options.repeats, options.warmup)
+            peak = measure_peak(device, dtype, size, options.repeats, options.warmup)
+            result["peaks"][peak["dtype"]] = peak
             bar.update()
         for name, section in tasks:
             bar.set_postfix_str(f"{name}: {section}")
@@ -419,7 +482,7 @@ def benchmark(configs: dict, device="auto", options: Optional[BenchOptions] = No
             if section == "profile":
                 entry = profile_training(cfg, device, options, trace_path(options.profile, name))
             else:
-                entry = SECTION_FUNCTIONS[section](cfg, device, options, result["matmul_peak"])
+                entry = SECTION_FUNCTIONS[section](cfg, device, options, result["peaks"])
             result["presets"][name][section] = entry
             bar.update()
     return result
@@ -429,12 +492,11 @@ def benchmark(configs: dict, device="auto", options: Optional[BenchOptions] = No
 
 
 def format_report(result: dict) -> str:
-    env, peak = result["environment"], result["matmul_peak"]
+    env = result["environment"]
     lines = [f"objectness bench {env['date']}: {env['device']} ({env['device_name']}), {env['threads']} thread(s), "
              f"torch {env['torch']}, torchvision {env['torchvision']}, objectness {env['objectness']}"]
-    if peak:
-        lines.append(f"dense matmul peak: {_rate(peak['flops_per_s'])} ({peak['dtype']}, {peak['size']}^3, "
-                     f"median of {env['repeats']})")
+    for peak in result["peaks"].values():
+        lines.append(f"peak {peak['dtype']}: {_rate(peak['flops_per_s'])} by {peak['best']} ({peak['method']})")
     lines.append(f"medians of {env['repeats']} timed calls after {env['warmup']} warm-up call(s)")
     rows = [("preset", "measurement", "time", "throughput", "FLOPs", "of peak", "peak memory")]
     for name, entry in result["presets"].items():
@@ -479,7 +541,8 @@ def _rows(entry: dict) -> list:
         versus = ""
         if "train" in entry:
             versus = f" = {loader['pairs_per_s'] / entry['train']['pairs_per_s']:.3g}x the step's"
-        rows.append((f"loader: {loader['source']}, {loader['workers']} workers", "",
+        how = "made on the device" if loader.get("on_device") else f"{loader['workers']} workers"
+        rows.append((f"loader: {loader['source']}, {how}", "",
                      f"{loader['pairs_per_s']:.3g} pairs/s{versus}", "", "", ""))
     return rows
 

@@ -358,8 +358,106 @@ def run_bench(args) -> int:
     return 0
 
 
+def add_finetune_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "finetune",
+        help="semantic segmentation from AMD's appearance network: fine-tune, then score mIoU",
+        description=(
+            "Fine-tune f_A for semantic segmentation (SPEC 2.4): its backbone, from AMD weights (--init) or "
+            "random (--init scratch), with the FCN head and a fresh classifier for the dataset's classes; "
+            "per-pixel cross-entropy (void ignored), SGD with momentum, poly lr decay, random scale, crop "
+            "and flip. Writes config.yaml, metrics.jsonl, panels/ (image, prediction, ground truth), last.pt "
+            "and model.safetensors to --out, then scores the evaluation split (mIoU, per-class IoU, pixel "
+            "and mean class accuracy from one confusion matrix at the labels' full resolution) into "
+            "--out/eval-<split>/ (per_class.csv, summary.json, summary.md beside the paper's VOC numbers). "
+            "--eval scores an existing run without training. Datasets: camvid (SegNet's layout), voc "
+            "(VOC 2012, + SBD's SegmentationClassAug for train_aug), folders (images/, labels/, classes.txt)."
+        ),
+        epilog="example: objectness finetune --config finetune-cpu --dataset camvid --data ../shared/data/camvid "
+               "--init src/objectness/weights/amd-davis2016-cpu-small.safetensors --out runs/camvid-amd",
+    )
+    parser.add_argument("--config", metavar="PRESET_OR_YAML",
+                        help="finetune-paper (VOC, the paper's recipe; the default values), finetune-cpu or a YAML "
+                             "file; default with --resume or --eval: the run's config.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any config key (repeatable), e.g. --set train.steps=500")
+    parser.add_argument("--init", metavar="WEIGHTS",
+                        help="AMD weights for the backbone (run folder, last.pt or .safetensors of the same "
+                             "backbone architecture; a fine-tuned run also works), or 'scratch' for random "
+                             "weights; required for a new run")
+    parser.add_argument("--data", metavar="ROOT", help="data.root: the dataset's folder")
+    parser.add_argument("--dataset", choices=("camvid", "voc", "folders"), help="data.dataset: ROOT's layout")
+    parser.add_argument("--out", required=True, type=Path, metavar="RUN_DIR", help="the run folder")
+    parser.add_argument("--steps", type=int, metavar="N", help="train.steps")
+    parser.add_argument("--device", metavar="D", help="train.device: auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument("--split", metavar="NAME", help="the split to score (default: data.eval_split)")
+    existing = parser.add_mutually_exclusive_group()
+    existing.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    existing.add_argument("--overwrite", action="store_true", help="delete the run in --out and start again")
+    existing.add_argument("--eval", action="store_true", help="only score the run in --out (no training)")
+    parser.add_argument("--no-eval", action="store_true", help="train only; do not score afterwards")
+    parser.set_defaults(run=run_finetune)
+
+
+def run_finetune(args) -> int:
+    from .config import ConfigError, FinetuneConfig, load_config
+    from .finetune import evaluate_run, finetune, format_markdown
+
+    if args.eval:
+        summary = evaluate_run(args.out, data_root=args.data, split=args.split, device=args.device or "auto")
+        print(format_markdown(summary))
+        print(f"per-class table and summary in {summary['out_dir']}")
+        return 0
+    if args.resume and args.init:
+        raise ConfigError("--init starts a new run from other weights and --resume continues this one: pass one")
+    preset = args.config
+    if preset is None and args.resume and (args.out / "config.yaml").is_file():
+        preset = str(args.out / "config.yaml")
+    flags = {"data.root": args.data, "data.dataset": args.dataset, "train.steps": args.steps,
+             "train.device": args.device, "train.init": args.init}
+    overrides = args.overrides + [f"{key}={value}" for key, value in flags.items() if value is not None]
+    cfg = load_config(preset, overrides, cls=FinetuneConfig)
+    if not args.resume and cfg.train.init is None:
+        raise ConfigError("finetune: pass --init WEIGHTS (AMD weights for the backbone) or --init scratch")
+    summary = finetune(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
+    print(f"fine-tuned to step {summary['step']}: loss {summary['loss']:.4f}; weights in {summary['weights']}")
+    if not args.no_eval:
+        scores = evaluate_run(args.out, split=args.split, device=cfg.train.device)
+        print(format_markdown(scores))
+        print(f"per-class table and summary in {scores['out_dir']}")
+    return 0
+
+
+def add_semantic_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "semantic",
+        help="label images with a fine-tuned semantic-segmentation model",
+        description=(
+            "Predict a class for every pixel of images (files or folders) with a model from "
+            "`objectness finetune`. Writes <stem>_classes.png (a palette PNG: each pixel's value is its class "
+            "index, shown in the class colours), <stem>_overlay.jpg and legend.png to --out."
+        ),
+        epilog="example: objectness semantic street.jpg frames/ --checkpoint runs/camvid-amd --out labels",
+    )
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image files and folders of images")
+    parser.add_argument("--checkpoint", required=True, metavar="CKPT",
+                        help="a fine-tuned run folder, its last.pt or model.safetensors")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    parser.add_argument("--device", default="auto", metavar="D", help="auto, cpu, cuda, ... (default: auto)")
+    parser.set_defaults(run=run_semantic)
+
+
+def run_semantic(args) -> int:
+    from .finetune import load_semantic_model, predict
+
+    model, cfg, meta = load_semantic_model(args.checkpoint, args.device)
+    written = predict(model, meta, args.inputs, args.out, cfg.data.test_short_edge)
+    print(f"labelled {len(written)} image(s): class maps, overlays and legend.png in {args.out}")
+    return 0
+
+
 SUBCOMMANDS = (add_train_parser, add_channels_parser, add_segment_parser, add_evaluate_parser, add_demo_parser,
-               add_bench_parser)
+               add_bench_parser, add_finetune_parser, add_semantic_parser)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -49,6 +49,16 @@ class MotionConfig:
     # for LeakyReLU with zero biases, which keeps the cost volume informative
     # from the first step and speeds up short CPU runs.
     init: str = "default"
+    # Bilinear resize of the frames to input_size with align_corners=True
+    # (released code) or False.
+    align_corners: bool = True
+    # Masks resized to each motion level: "bilinear" (align_corners=True,
+    # released code) or "area" (area average when shrinking, else bilinear).
+    mask_resize: str = "bilinear"
+    # The flow that warps the second frame's features at level l (and enters
+    # the estimator): "upsampled", the previous level's composed flow x2
+    # (released code), or "recomposed" from the segment vectors and level-l masks.
+    warp_flow: str = "upsampled"
 
 
 @dataclass
@@ -67,6 +77,25 @@ class LossConfig:
     occlusion_threshold: float = 0.2  # range map below this = occluded
     level_weights: tuple = (1.0, 1.0, 1.0, 1.0)  # full resolution first
     smooth_weight: float = 0.0
+    # Not the paper's (0 there): a per-segment fit of a classical flow
+    # (flow_fit.py), weighted against view synthesis; needs OpenCV.
+    flow_fit_weight: float = 0.0
+    flow_fit_model: str = "affine"  # each segment's motion model: "affine" or "constant" (as eq. 5)
+    # Weight of view synthesis (eq. 8), 1 in the paper; 0 trains f_A on the
+    # flow fit alone, without running f_M (one process only).
+    view_synthesis_weight: float = 1.0
+    # Where the loss compares images: "motion", each motion level's composed
+    # flow upsampled x4 onto the motion input's grid, loss at 1, 1/2, 1/4, ...
+    # of the frames resized for f_M (released code); "image", the segment flow
+    # composed on the frame grid at 1, 1/8, 1/16, ...
+    grid: str = "motion"
+    # "shared": occlusion found once at full resolution, nearest-resized to the
+    # other levels (released code); "per_level": found again at every level.
+    occlusion: str = "shared"
+    # "masked": SSIM of the occlusion-masked images over valid 3x3 windows (no
+    # padding), each term's mean divided by the mask's (released code);
+    # "padded": reflect-padded SSIM of the images, then masked.
+    ssim: str = "masked"
 
 
 @dataclass
@@ -98,11 +127,18 @@ class DataConfig:
     gap: int = 1  # temporal distance between the two frames of a pair
     short_edge: int = 400
     test_short_edge: Optional[int] = None  # segmenting: shorter edge in pixels; null = 0.98 x short_edge (released code)
+    flow_cache: Optional[str] = None  # folder of cached classical flow (loss.flow_fit_weight); null = ~/.cache/objectness/flow
     scale_range: tuple = (0.96, 1.0)
     crop_size: tuple = (384, 384)
     hflip: bool = True
     portrait_to_landscape: bool = True
+    # Not the paper's (0 there): brightness, contrast and saturation each scaled
+    # by U(1 - j, 1 + j), the same for both frames of a pair.
+    color_jitter: float = 0.0
     workers: int = 4
+    # Decode every frame once into the training device's memory (uint8) and crop, flip and
+    # resize there (gpu_data.py) instead of DataLoader workers; source may also be a frame pack (.npz).
+    on_device: bool = False
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
@@ -230,23 +266,79 @@ def resolve_preset(name_or_path: str) -> Path:
     return preset
 
 
-def load_config(preset: Optional[str] = None, overrides: Optional[list] = None) -> Config:
-    """Defaults, then the preset (name or YAML path), then ``key=value`` overrides."""
-    data = to_dict(Config())
+def load_config(preset: Optional[str] = None, overrides: Optional[list] = None, cls=Config):
+    """Defaults, then the preset (name or YAML path), then ``key=value`` overrides; a ``cls`` (Config,
+    FinetuneConfig)."""
+    data = to_dict(cls())
     if preset is not None:
         path = resolve_preset(preset)
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid YAML ({err})") from None
-        from_dict(loaded)  # report unknown keys against the file, not the merge
+        from_dict(loaded, cls)  # report unknown keys against the file, not the merge
         data = merge(data, loaded)
     for text in overrides or []:
         update = parse_override(text)
-        from_dict(update)
+        from_dict(update, cls)
         data = merge(data, update)
-    return from_dict(data)
+    return from_dict(data, cls)
 
 
 def save_config(cfg: Config, path: Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+@dataclass
+class SemanticModelConfig:
+    """f_A's backbone and FCN head (SPEC 1.1) with a fresh classifier for the dataset's classes (SPEC 2.4)."""
+
+    appearance: AppearanceConfig = field(default_factory=AppearanceConfig)
+
+
+@dataclass
+class SemanticDataConfig:
+    """A labelled semantic-segmentation set and its augmentation (mmsegmentation's VOC recipe)."""
+
+    dataset: str = "voc"  # voc, camvid or folders
+    root: Optional[str] = None
+    # A split name, or several joined by '+' (camvid: train+val); null = the dataset's usual one
+    # (training: voc train_aug, i.e. with SBD; camvid and folders train. evaluation: voc and folders val, camvid test).
+    train_split: Optional[str] = None
+    eval_split: Optional[str] = None
+    classes_file: Optional[str] = None  # folders: the class names, one a line (null = ROOT/classes.txt)
+    short_edge: int = 512  # training: shorter edge to short_edge x U(scale_range), then a random crop
+    scale_range: tuple = (0.5, 2.0)
+    crop_size: tuple = (512, 512)  # smaller images are padded (label: void)
+    hflip: bool = True
+    test_short_edge: Optional[int] = 512  # evaluation: shorter edge the network sees; null = the image's own
+    workers: int = 4
+
+
+@dataclass
+class SemanticTrainConfig:
+    """SGD with momentum and poly decay (SPEC 2.4)."""
+
+    init: Optional[str] = None  # AMD weights whose backbone starts the run (run folder, .pt, .safetensors); null = scratch
+    steps: int = 40_000
+    batch_size: int = 16
+    lr: float = 0.01
+    min_lr: float = 1e-4
+    poly_power: float = 0.9
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    amp: bool = True  # bf16 autocast on CUDA; CPU always runs fp32
+    seed: int = 0
+    device: str = "auto"
+    checkpoint_every: int = 2000
+    log_every: int = 20
+    panel_every: int = 2000
+
+
+@dataclass
+class FinetuneConfig:
+    """``objectness finetune``: semantic segmentation from AMD's appearance network (SPEC 2.4)."""
+
+    model: SemanticModelConfig = field(default_factory=SemanticModelConfig)
+    data: SemanticDataConfig = field(default_factory=SemanticDataConfig)
+    train: SemanticTrainConfig = field(default_factory=SemanticTrainConfig)

@@ -5,7 +5,8 @@ from the coarsest level to 1/4 a warp, a cost volume and a densely connected
 estimator whose last features are the motion features V (SPEC 1.2). In place
 of a dense flow, each level predicts one residual flow vector per segment from
 V pooled inside the masks (SPEC 1.3); the composed segment flow warps the next
-level.
+level: upsampled x2 as PWC-Lite does (released code), or recomposed from the
+segment vectors with the next level's masks (model.motion.warp_flow).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from torch import nn
 from .config import ConfigError, MotionConfig
 from .correlation import correlation
 from .segment_flow import SegmentFlowHead, compose, resize_masks, scale_xy
-from .warp import backward_warp
+from .warp import backward_warp, resize_flow
 
 MOTION_FEATURES = 96  # 64 + 32: the last two estimator convolutions
 
@@ -70,6 +71,11 @@ class MotionNet(nn.Module):
         channels = tuple(cfg.pyramid_channels)
         if len(channels) < 3:
             raise ConfigError(f"model.motion.pyramid_channels: the motion pyramid needs at least 3 levels, got {len(channels)}")
+        if cfg.mask_resize not in ("bilinear", "area"):
+            raise ConfigError(f"model.motion.mask_resize must be 'bilinear' or 'area', got {cfg.mask_resize!r}")
+        if cfg.warp_flow not in ("upsampled", "recomposed"):
+            raise ConfigError(f"model.motion.warp_flow must be 'upsampled' or 'recomposed', got {cfg.warp_flow!r}")
+        self.mask_resize, self.warp_flow = cfg.mask_resize, cfg.warp_flow
         self.search_range = cfg.search_range
         self.pyramid = FeaturePyramid(channels)
         # Flow is estimated from the coarsest level down to 1/4 (pyramid index 1).
@@ -92,32 +98,39 @@ class MotionNet(nn.Module):
 
         frame1, frame2: (B, 3, H, W) in 0..1. masks12: (B, c, h, w), the masks
         that carry the flow rebuilding frame 1 from frame 2; masks21 the reverse.
-        Returns two lists (1->2, 2->1) of (B, c, 2) segment flows in pixels of
-        the (H, W) input, one per level from the coarsest to 1/4.
+        Returns, per direction (1->2, 2->1), a pair of lists, one entry per
+        level from the coarsest to 1/4: the (B, c, 2) segment flows in pixels
+        of the (H, W) input, and the (B, 2, h_l, w_l) flows composed from them
+        with the level's masks (eq. 6), in pixels of the level.
         """
         b = frame1.shape[0]
         features = self.pyramid(torch.cat([frame1, frame2]))  # each (2B, C_l, h_l, w_l)
         # Both directions in one batch: targets (1, 2) sample (2, 1).
         targets = features
         sampled = [torch.cat([f[b:], f[:b]]) if i in self.level_indices else None for i, f in enumerate(features)]
-        segment_flows = self.decode(targets, sampled, torch.cat([masks12, masks21]), frame1.shape[-2:])
-        return [s[:b] for s in segment_flows], [s[b:] for s in segment_flows]
+        segment_flows, flows = self.decode(targets, sampled, torch.cat([masks12, masks21]), frame1.shape[-2:])
+        first, second = slice(None, b), slice(b, None)
+        return tuple(([s[half] for s in segment_flows], [f[half] for f in flows]) for half in (first, second))
 
-    def decode(self, targets: list, sampled: list, masks: torch.Tensor, image_size: tuple) -> list:
+    def decode(self, targets: list, sampled: list, masks: torch.Tensor, image_size: tuple) -> tuple:
         height, width = image_size
         segment_flow = masks.new_zeros(masks.shape[0], masks.shape[1], 2)  # (B, c, 2), input pixels
-        outputs = []
+        segment_flows, flows = [], []
         for reduce, index in zip(self.reduce, self.level_indices):
             target, source = targets[index], sampled[index]
             h, w = target.shape[-2:]
             to_level = (w / width, h / height)  # input px -> level px, (x, y)
-            level_masks = resize_masks(masks, (h, w))  # (B, c, h, w)
-            flow = compose(scale_xy(segment_flow, *to_level), level_masks)  # (B, 2, h, w), eq. 6
-            if outputs:
+            level_masks = resize_masks(masks, (h, w), self.mask_resize)  # (B, c, h, w)
+            if flows and self.warp_flow == "upsampled":
+                flow = resize_flow(flows[-1], (h, w))  # (B, 2, h, w), the previous level's flow x2
+            else:
+                flow = compose(scale_xy(segment_flow, *to_level), level_masks)  # (B, 2, h, w), eq. 6
+            if flows:
                 source = backward_warp(source, flow)
             cost = F.leaky_relu(correlation(target, source, self.search_range), 0.1)
             motion_features = self.estimator(torch.cat([cost, reduce(target), flow.to(cost.dtype)], dim=1))
             residual = self.segment_head(motion_features, level_masks)  # (B, c, 2), eqs. 4-5
             segment_flow = segment_flow + scale_xy(residual.float(), 1 / to_level[0], 1 / to_level[1])
-            outputs.append(segment_flow)
-        return outputs
+            segment_flows.append(segment_flow)
+            flows.append(compose(scale_xy(segment_flow, *to_level), level_masks))  # (B, 2, h, w), eq. 6
+        return segment_flows, flows

@@ -19,6 +19,7 @@ import copy
 import dataclasses
 import io
 import logging
+import math
 import shutil
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -32,6 +33,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .checkpoint import CheckpointError, load_model
+from .classical_flow import FlowCache, compute_flows
 from .config import Config
 from .data import IMAGE_SUFFIXES, VIDEO_SUFFIXES, DataError, FrameError, PairDataset, Video, list_frames, natural_key
 from .files import publish, temporary_beside
@@ -165,7 +167,8 @@ def adapt(segmenter: Segmenter, frames, steps: int, progress: bool = True, seed:
 
     ``steps`` steps of the training objective with Adam at the config's train.lr
     (constant) on batches of train.batch_size pairs at data.gap, resized,
-    cropped and flipped as in training. ``segmenter`` is left untouched.
+    cropped and flipped as in training; a model trained with the flow fit also
+    fits the video's own DIS flow. ``segmenter`` is left untouched.
     frames: a data.Video or a sequence of uint8 (H, W, 3) frames.
     """
     video = _as_video(frames)
@@ -180,7 +183,12 @@ def adapt(segmenter: Segmenter, frames, steps: int, progress: bool = True, seed:
         log.info("video '%s' has one frame, no pair to adapt on: segmenting it per image", video.name)
         return segmenter
     cfg, device = segmenter.cfg, segmenter.device
-    pairs = PairDataset([video], dataclasses.replace(cfg.data, gap=min(cfg.data.gap, len(video) - 1)), seed=seed)
+    data_cfg = dataclasses.replace(cfg.data, gap=min(cfg.data.gap, len(video) - 1))
+    flows = None
+    if cfg.loss.flow_fit_weight:  # the objective fits the video's own classical flow: computed here, not cached
+        flows = FlowCache(*compute_flows([video], data_cfg.gap, math.ceil(data_cfg.short_edge * max(data_cfg.scale_range)),
+                                         progress=progress))
+    pairs = PairDataset([video], data_cfg, seed=seed, flows=flows)
     model = copy.deepcopy(segmenter.model).train()
     optimizer, _ = make_optimizer(model, cfg.train)  # its poly schedule is never stepped: lr stays train.lr
     amp = cfg.train.amp and device.type == "cuda"
@@ -192,8 +200,10 @@ def adapt(segmenter: Segmenter, frames, steps: int, progress: bool = True, seed:
         torch.manual_seed(seed)
         bar = tqdm(range(steps), desc=f"adapting to {video.name}", unit="step", disable=not progress, leave=False)
         for step in bar:
-            batch = torch.stack([pairs[step * batch_size + i]["frames"] for i in range(batch_size)])  # (B, 2, 3, H, W)
-            optimisation_step(model, optimizer, batch.to(device), cfg, amp)
+            items = [pairs[step * batch_size + i] for i in range(batch_size)]
+            batch = torch.stack([item["frames"] for item in items])  # (B, 2, 3, H, W)
+            flow = torch.stack([item["flows"] for item in items]).to(device) if flows is not None else None
+            optimisation_step(model, optimizer, batch.to(device), cfg, amp, flow)
     return dataclasses.replace(segmenter, model=model.eval())
 
 
@@ -235,11 +245,14 @@ def all_channels(segmenter: Segmenter, frame1, frame2=None) -> tuple:
     """Every mask channel of frame1 and the segment flow that rebuilds it from frame2.
 
     frame1, frame2: uint8 (H, W, 3). Returns soft masks, float (c, H, W), and the
-    segment flow, (2, H, W) in pixels of frame1 (None without frame2), on the CPU.
+    segment flow, (2, H, W) in pixels of frame1 (None without frame2, or for a model
+    trained without view synthesis), on the CPU.
     The centre-prior baseline has one channel and no flow.
     """
     frame1 = _as_array(frame1)
     height, width = frame1.shape[:2]
+    if frame2 is not None and not segmenter.is_centre_prior and not segmenter.cfg.loss.view_synthesis_weight:
+        frame2 = None  # f_M was never trained (the flow fit alone): its segment flow means nothing
     if segmenter.is_centre_prior:
         return torch.from_numpy(centre_prior(height, width))[None], None
     model = segmenter.model.eval()

@@ -17,11 +17,18 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def resize_masks(masks: torch.Tensor, size: tuple) -> torch.Tensor:
-    """(B, c, h, w) -> (B, c, H, W); area average when shrinking, bilinear otherwise (sums stay 1)."""
+def resize_masks(masks: torch.Tensor, size: tuple, mode: str = "area") -> torch.Tensor:
+    """(B, c, h, w) -> (B, c, H, W); every output pixel a convex mix of input pixels, so sums stay 1.
+
+    mode "area": area average when shrinking, bilinear (align_corners=False)
+    otherwise; "bilinear": bilinear with align_corners=True, as the released
+    code resizes masks to each motion level.
+    """
     h, w = masks.shape[-2:]
     if (h, w) == tuple(size):
         return masks
+    if mode == "bilinear":
+        return F.interpolate(masks, size=size, mode="bilinear", align_corners=True)
     if size[0] <= h and size[1] <= w:
         return F.adaptive_avg_pool2d(masks, size)
     return F.interpolate(masks, size=size, mode="bilinear", align_corners=False)

@@ -5,6 +5,7 @@ loop, checkpoints. ``training_step`` is the paper's objective for one batch.
 Distributed training (torchrun), bf16 autocast, logging and checkpointing wrap
 the step; they live in distributed.py, logger.py and checkpoint.py.
 """
+import dataclasses
 import logging
 import random
 import shutil
@@ -17,7 +18,7 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from . import distributed
-from .amd import AMD
+from .amd import AMD, AMDOutput
 from .checkpoint import (
     LAST,
     WEIGHTS,
@@ -32,31 +33,59 @@ from .checkpoint import (
 )
 from .config import Config, ConfigError, save_config, to_dict
 from .data import build_pair_dataset
+from .gpu_data import DeviceFrames, DevicePairLoader
 from .logger import MetricsLogger
+from .flow_fit import flow_fit_loss
 from .loss import view_synthesis_loss
 from .warp import backward_warp
 
 log = logging.getLogger(__name__)
 
 
-def training_step(model, frames, loss_cfg):
+def training_step(model, frames, loss_cfg, flows=None):
     """The objective on one batch of pairs; frames: (B, 2, 3, H, W) in 0..1.
 
-    Returns (loss, terms, out): the scalar to minimise, its parts, the model output.
+    flows: (B, 2, 2, H, W) classical flow of each frame towards the other, for
+    the flow fit (``loss.flow_fit_weight``, not the paper's). Returns (loss,
+    terms, out): the scalar to minimise, its parts, the model output.
     """
     frame1, frame2 = frames[:, 0], frames[:, 1]  # (B, 3, H, W) each
-    # Masks of both frames (f_A), motion features (f_M), segment flows (eq. 4-6).
-    out = model(frame1, frame2)
-    # Rebuild each frame by warping the other with its segment flow (eq. 7, 8).
-    loss, terms = view_synthesis_loss(frame1, frame2, out, loss_cfg)
+    if loss_cfg.view_synthesis_weight:
+        # Masks of both frames (f_A), motion features (f_M), segment flows (eq. 4-6).
+        out = model(frame1, frame2)
+        # Rebuild each frame by warping the other with its segment flow (eq. 7, 8).
+        loss, terms = view_synthesis_loss(frame1, frame2, out, loss_cfg)
+        loss = loss_cfg.view_synthesis_weight * loss
+    else:  # the flow fit alone needs only f_A's masks
+        out = appearance_output(model, frame1, frame2)
+        loss, terms = frames.new_zeros(()), {}
+    if loss_cfg.flow_fit_weight:
+        if flows is None:
+            raise ConfigError("loss.flow_fit_weight needs the pairs' classical flow; the data gave none")
+        # Each frame's masks split its own flow into per-segment motions (flow_fit.py).
+        fit = (flow_fit_loss(flows[:, 0], out.masks1, loss_cfg.flow_fit_model)
+               + flow_fit_loss(flows[:, 1], out.masks2, loss_cfg.flow_fit_model)) / 2
+        loss = loss + loss_cfg.flow_fit_weight * fit
+        terms["flow_fit"] = fit.detach()
     return loss, terms, out
 
 
-def optimisation_step(model, optimizer, frames, cfg: Config, amp: bool) -> tuple:
-    """One step of the objective on (B, 2, 3, H, W) frames: forward (bf16 autocast if ``amp``),
-    backward, optional gradient clipping, Adam. Returns (loss, terms, out) of training_step."""
+def appearance_output(model, frame1: torch.Tensor, frame2: torch.Tensor) -> AMDOutput:
+    """The masks of both frames from f_A alone, as an AMDOutput without flows."""
+    if distributed.world_size() > 1:
+        raise ConfigError("loss.view_synthesis_weight=0 (f_A alone) runs in one process only")
+    masks = distributed.unwrap(model).appearance(torch.cat([frame1, frame2]))  # (2B, c, h, w)
+    b = frame1.shape[0]
+    empty = {field.name: None for field in dataclasses.fields(AMDOutput)}
+    return AMDOutput(**{**empty, "masks1": masks[:b], "masks2": masks[b:], "flows12": [], "flows21": []})
+
+
+def optimisation_step(model, optimizer, frames, cfg: Config, amp: bool, flows=None) -> tuple:
+    """One step of the objective on (B, 2, 3, H, W) frames (and their classical flows, if the
+    loss fits them): forward (bf16 autocast if ``amp``), backward, optional gradient clipping,
+    Adam. Returns (loss, terms, out) of training_step."""
     with torch.autocast(frames.device.type, dtype=torch.bfloat16, enabled=amp):
-        loss, terms, out = training_step(model, frames, cfg.loss)
+        loss, terms, out = training_step(model, frames, cfg.loss, flows)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if cfg.train.grad_clip > 0:
@@ -106,7 +135,11 @@ def train(cfg: Config, run_dir, resume: bool = False, overwrite: bool = False) -
     resumed = load_training_state(checkpoint_path, cfg) if checkpoint_path else None
     initial = initial_weights(cfg) if resumed is None and cfg.train.init else None
     device = distributed.local_device(resolve_device(cfg.train.device))
-    dataset = build_pair_dataset(cfg.data, seed=cfg.train.seed)  # bad data fails before the folder is made
+    # Bad data fails before the folder is made; classical flow is computed (or read from its cache) here.
+    if cfg.data.on_device:  # every frame decoded once into the device's memory (gpu_data.py)
+        dataset = DeviceFrames.load(cfg.data, device)
+    else:
+        dataset = build_pair_dataset(cfg.data, seed=cfg.train.seed, with_flow=cfg.loss.flow_fit_weight > 0)
     distributed.init(device)
     rank, world = distributed.rank(), distributed.world_size()
     seed_everything(cfg.train.seed + rank)
@@ -125,7 +158,10 @@ def train(cfg: Config, run_dir, resume: bool = False, overwrite: bool = False) -
         start_step, bad_frames, rng = restore(resumed, model, optimizer, scheduler)
         log.info("resuming %s at step %d", run_dir, start_step)
     ddp_model = distributed.wrap(model, device)
-    loader = pair_loader(dataset, cfg, start_step, device)
+    if cfg.data.on_device:
+        loader = DevicePairLoader(dataset, cfg, start_step, rank)
+    else:
+        loader = pair_loader(dataset, cfg, start_step, device)
     meter = Meter(cfg, run_dir, start_step, bad_frames, device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed crop size
@@ -136,8 +172,9 @@ def train(cfg: Config, run_dir, resume: bool = False, overwrite: bool = False) -
     try:
         for step, batch in enumerate(loader, start=start_step):
             frames = batch["frames"].to(device, non_blocking=True)  # (B, 2, 3, H, W)
+            flows = batch["flows"].to(device, non_blocking=True) if "flows" in batch else None  # (B, 2, 2, H, W)
             lr = optimizer.param_groups[0]["lr"]
-            loss, terms, out = optimisation_step(ddp_model, optimizer, frames, cfg, amp)
+            loss, terms, out = optimisation_step(ddp_model, optimizer, frames, cfg, amp, flows)
             scheduler.step()
 
             done = step + 1
@@ -150,7 +187,7 @@ def train(cfg: Config, run_dir, resume: bool = False, overwrite: bool = False) -
             if at_checkpoint:
                 write_checkpoint(run_dir / LAST, ddp_model, optimizer, scheduler, cfg, done, meter.bad_frames)
             if rank == 0 and done % cfg.train.panel_every == 0:
-                save_panel(run_dir / "panels" / f"step-{done:07d}.png", frames, out)
+                save_panel(run_dir / "panels" / f"step-{done:07d}.png", frames, out, flows)
             if stop:
                 reason = "train.stop_after" if stopped_early else f"train.time_limit of {cfg.train.time_limit:g} minutes"
                 log.info("%s reached: stopping at step %d", reason, done)
@@ -328,16 +365,20 @@ def _differences(saved: dict, current: dict, prefix: str) -> list:
     return changed
 
 
-def save_panel(path: Path, frames: torch.Tensor, out) -> None:
-    """Frames, masks, segment flow, reconstruction and error of the batch's first pair."""
+def save_panel(path: Path, frames: torch.Tensor, out, flows=None) -> None:
+    """Frames, masks, segment flow, reconstruction and error of the batch's first pair
+    (with f_A alone: the frame, its masks and its classical flow)."""
     try:
-        from .visualize import training_panel
+        from .visualize import mask_strip, training_panel
     except ImportError:
         return
+    path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         frame1, frame2 = frames[:, 0].float(), frames[:, 1].float()  # (B, 3, H, W)
+        if not out.flows12:
+            mask_strip(frame1[0], out.masks1[0].float(), None if flows is None else flows[0, 0]).save(path)
+            return
         recon1 = backward_warp(frame2, out.flows12[0].float())
-    path.parent.mkdir(parents=True, exist_ok=True)
     training_panel(frame1, frame2, out, recon1).save(path)
 
 

@@ -27,6 +27,14 @@ def backward_warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(image, grid.to(image.dtype), mode="bilinear", padding_mode="border", align_corners=True)
 
 
+def resize_flow(flow: torch.Tensor, size: tuple) -> torch.Tensor:
+    """(B, 2, h, w) -> (B, 2, H, W): bilinear with align_corners=True, as PWC-Lite
+    upsamples flow, and the vectors rescaled to pixels of the new grid."""
+    h, w = flow.shape[-2:]
+    resized = F.interpolate(flow, size=size, mode="bilinear", align_corners=True)
+    return torch.stack([resized[:, 0] * (size[1] / w), resized[:, 1] * (size[0] / h)], dim=1)
+
+
 def range_map(flow: torch.Tensor) -> torch.Tensor:
     """How much of the other frame lands on each pixel: forward-splat ones along ``flow``.
 
