@@ -310,7 +310,8 @@ def add_bench_parser(subparsers) -> None:
             "(forward, backward, Adam; bf16 autocast on CUDA when train.amp), appearance-network inference "
             "at 384 x 384 and at a 480p frame, test-time adaptation on a synthetic 480p video and segmenting "
             "its frames, and with --data the training loader's pairs/s. Reports medians after warm-up, peak "
-            "memory, FLOPs and the fraction of the dense matmul peak measured in the same run; prints a "
+            "memory, FLOPs and the fraction of the peak measured in the same run (the best of several matmul "
+            "shapes and convolutions in the run's dtype); prints a "
             "table and writes it as JSON to --out. Set OMP_NUM_THREADS to choose the CPU threads."
         ),
         epilog="example: objectness bench --config cpu-small --only train infer --out bench.json",
@@ -331,7 +332,8 @@ def add_bench_parser(subparsers) -> None:
     parser.add_argument("--batch", type=int, metavar="N",
                         help="images per appearance-network call (default: 1 on CPU, 8 on CUDA)")
     parser.add_argument("--matmul-size", type=int, metavar="N",
-                        help="side of the square matmul that measures the peak (default: 2048 on CPU, 8192 on CUDA)")
+                        help="size N of the kernels that measure the peak: N x N matmuls and convolutions sized from it "
+                             "(default: 2048 on CPU, 8192 on CUDA)")
     parser.add_argument("--data", metavar="SOURCE",
                         help="measure the training loader on this data.source (DAVIS root, folders, videos, synthetic)")
     parser.add_argument("--profile", action="store_true",
