@@ -122,3 +122,31 @@ def test_stored_objectness_channel_reaches_both_files_of_a_run_folder(tmp_path, 
 def test_storing_a_channel_in_a_missing_checkpoint_is_a_checkpoint_error(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         store_objectness_channel(tmp_path / "missing.pt", 1)
+
+
+def test_a_config_saved_before_the_release_objective_options_keeps_its_objective(tmp_path, tiny_config):
+    """Weights saved before loss.grid & co. existed were trained with the other values: they load with those."""
+    import json
+
+    from safetensors.torch import save_file
+
+    old = to_dict(tiny_config)
+    for key in ("grid", "occlusion", "ssim"):
+        del old["loss"][key]
+    for key in ("align_corners", "mask_resize", "warp_flow"):
+        del old["model"]["motion"][key]
+    model = AMD(tiny_config.model)
+    path = tmp_path / "old.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path),
+              metadata={"config": json.dumps(old), "metadata": json.dumps(metadata())})
+    _, cfg, _ = load_model(path)
+    assert (cfg.loss.grid, cfg.loss.occlusion, cfg.loss.ssim) == ("image", "per_level", "padded")
+    assert (cfg.model.motion.align_corners, cfg.model.motion.mask_resize, cfg.model.motion.warp_flow) == (
+        False, "area", "recomposed")
+    _, today, _ = load_model(_saved(tmp_path / "new.safetensors", tiny_config))
+    assert today.loss.grid == tiny_config.loss.grid  # a config that names the options keeps its own
+
+
+def _saved(path, cfg):
+    save_weights(path, AMD(cfg.model), cfg, metadata())
+    return path

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .config import Config, ConfigError, from_dict, to_dict
+from .config import Config, ConfigError, from_dict, merge, to_dict
 from .files import atomic_write
 
 LAST = "last.pt"
@@ -59,9 +59,25 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     return state
 
 
+# Options added after a config was saved take the value that reproduces how it
+# was trained, not today's default: the release-objective options (issue 13)
+# default to the release's choice, but earlier runs used the other one.
+BEFORE_RELEASE_OBJECTIVE = {
+    "loss": {"grid": "image", "occlusion": "per_level", "ssim": "padded"},
+    "model": {"motion": {"align_corners": False, "mask_resize": "area", "warp_flow": "recomposed"}},
+}
+
+
+def saved_config(config: dict) -> dict:
+    """A saved config dict with the options it predates set to the behaviour it was trained with."""
+    if "grid" in config.get("loss", {}):
+        return config
+    return merge(BEFORE_RELEASE_OBJECTIVE, config)
+
+
 def config_of(state: dict, path) -> Config:
     try:
-        return from_dict(state["config"])
+        return from_dict(saved_config(state["config"]))
     except ConfigError as err:
         raise CheckpointError(f"{path}: its config does not fit this version ({err})") from None
 

@@ -28,6 +28,7 @@ from .checkpoint import (
     metadata,
     rng_state,
     save_checkpoint,
+    saved_config,
     save_weights,
     set_rng_state,
 )
@@ -318,7 +319,7 @@ def load_training_state(path: Path, cfg: Config) -> dict:
     missing = [k for k in ("optimizer", "scheduler", "step", "bad_frames", "rng") if k not in state]
     if missing:
         raise CheckpointError(f"{path} holds weights but no training state ({', '.join(missing)}); cannot resume")
-    changed = _differences(state["config"].get("model", {}), to_dict(cfg.model), "model.")
+    changed = _differences(saved_config(state["config"]).get("model", {}), to_dict(cfg.model), "model.")
     if changed:
         raise CheckpointError(f"{path} was trained with another model config ({', '.join(changed)})")
     return state
