@@ -161,3 +161,12 @@ def test_adaptation_fits_the_videos_own_classical_flow(tmp_path, tiny_overrides)
     assert changed and all(name.startswith("appearance.") for name in changed)  # f_A alone is trained
     assert segment_video(segmenter, frames, adapt_steps=1, progress=False).shape == (4, 64, 64)
     assert dataclasses.asdict(segmenter.cfg) == dataclasses.asdict(adapted.cfg)
+
+
+def test_the_flow_fit_with_frames_on_the_device_is_refused_before_the_run_folder_is_made(tmp_path, tiny_overrides):
+    from objectness.config import ConfigError
+
+    cfg = load_config(None, [*tiny_overrides, "loss.flow_fit_weight=1", "data.on_device=true"])
+    with pytest.raises(ConfigError, match="data.on_device"):
+        train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -47,7 +48,12 @@ def dis_flow(image1: np.ndarray, image2: np.ndarray) -> np.ndarray:
     return dis.calc(gray1, gray2, None)
 
 
-def resize_flow(flow: np.ndarray, height: int, width: int) -> np.ndarray:
+def cache_short_edge(data_cfg) -> int:
+    """The shorter edge flows are kept at: the largest the training resize draws (DataConfig)."""
+    return math.ceil(data_cfg.short_edge * max(data_cfg.scale_range))
+
+
+def resize_flow_array(flow: np.ndarray, height: int, width: int) -> np.ndarray:
     """Resize a (H, W, 2) flow to (height, width, 2), scaling its x and y values with the grid."""
     import cv2
 
@@ -125,7 +131,7 @@ def compute_flows(videos: list, gap: int, short_edge: int, progress: bool = True
                                  "the flow cache needs one frame size")
             for i in range(len(video) - gap):
                 for direction, (a, b) in enumerate(((i, i + gap), (i + gap, i))):
-                    flows[row, direction] = resize_flow(dis_flow(frames[a], frames[b]), height, width)
+                    flows[row, direction] = resize_flow_array(dis_flow(frames[a], frames[b]), height, width)
                 row += 1
                 bar.update(1)
     return flows, index

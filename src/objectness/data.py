@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 import torchvision.transforms.v2.functional as TF
+from PIL import Image
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
@@ -99,10 +99,9 @@ def build_pair_dataset(cfg: DataConfig, seed: int, with_flow: bool = False) -> P
     videos = build_videos(cfg)
     flows = None
     if with_flow:
-        from .classical_flow import load_or_compute
+        from .classical_flow import cache_short_edge, load_or_compute
 
-        short_edge = math.ceil(cfg.short_edge * max(cfg.scale_range))
-        flows = load_or_compute(videos, cfg.gap, short_edge, cfg.flow_cache)
+        flows = load_or_compute(videos, cfg.gap, cache_short_edge(cfg), cfg.flow_cache)
     return PairDataset(videos, cfg, seed, flows)
 
 

@@ -19,7 +19,6 @@ import copy
 import dataclasses
 import io
 import logging
-import math
 import shutil
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -33,7 +32,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .checkpoint import CheckpointError, load_model
-from .classical_flow import FlowCache, compute_flows
+from .classical_flow import FlowCache, cache_short_edge, compute_flows
 from .config import Config
 from .data import IMAGE_SUFFIXES, VIDEO_SUFFIXES, DataError, FrameError, PairDataset, Video, list_frames, natural_key
 from .files import publish, temporary_beside
@@ -186,8 +185,7 @@ def adapt(segmenter: Segmenter, frames, steps: int, progress: bool = True, seed:
     data_cfg = dataclasses.replace(cfg.data, gap=min(cfg.data.gap, len(video) - 1))
     flows = None
     if cfg.loss.flow_fit_weight:  # the objective fits the video's own classical flow: computed here, not cached
-        flows = FlowCache(*compute_flows([video], data_cfg.gap, math.ceil(data_cfg.short_edge * max(data_cfg.scale_range)),
-                                         progress=progress))
+        flows = FlowCache(*compute_flows([video], data_cfg.gap, cache_short_edge(data_cfg), progress=progress))
     pairs = PairDataset([video], data_cfg, seed=seed, flows=flows)
     model = copy.deepcopy(segmenter.model).train()
     optimizer, _ = make_optimizer(model, cfg.train)  # its poly schedule is never stepped: lr stays train.lr

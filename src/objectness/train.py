@@ -28,15 +28,15 @@ from .checkpoint import (
     metadata,
     rng_state,
     save_checkpoint,
-    saved_config,
     save_weights,
+    saved_config,
     set_rng_state,
 )
 from .config import Config, ConfigError, save_config, to_dict
 from .data import build_pair_dataset
+from .flow_fit import flow_fit_loss
 from .gpu_data import DeviceFrames, DevicePairLoader
 from .logger import MetricsLogger
-from .flow_fit import flow_fit_loss
 from .loss import view_synthesis_loss
 from .warp import backward_warp
 
@@ -137,6 +137,8 @@ def train(cfg: Config, run_dir, resume: bool = False, overwrite: bool = False) -
     initial = initial_weights(cfg) if resumed is None and cfg.train.init else None
     device = distributed.local_device(resolve_device(cfg.train.device))
     # Bad data fails before the folder is made; classical flow is computed (or read from its cache) here.
+    if cfg.data.on_device and cfg.loss.flow_fit_weight:
+        raise ConfigError("loss.flow_fit_weight needs classical flow, which data.on_device does not load")
     if cfg.data.on_device:  # every frame decoded once into the device's memory (gpu_data.py)
         dataset = DeviceFrames.load(cfg.data, device)
     else:
