@@ -81,6 +81,10 @@ class LossConfig:
     # (flow_fit.py), weighted against view synthesis; needs OpenCV.
     flow_fit_weight: float = 0.0
     flow_fit_model: str = "affine"  # each segment's motion model: "affine" or "constant" (as eq. 5)
+    # Not the paper's (0 there): binary cross-entropy of the objectness channel
+    # against motion masks of the classical flow (motion_masks.py); needs OpenCV.
+    motion_mask_weight: float = 0.0
+    motion_mask_channel: int = 0  # the channel that learns the motion masks: the objectness channel
     # Weight of view synthesis (eq. 8), 1 in the paper; 0 trains f_A on the
     # flow fit alone, without running f_M (one process only).
     view_synthesis_weight: float = 1.0
@@ -96,6 +100,11 @@ class LossConfig:
     # padding), each term's mean divided by the mask's (released code);
     # "padded": reflect-padded SSIM of the images, then masked.
     ssim: str = "masked"
+
+    @property
+    def uses_classical_flow(self) -> bool:
+        """Whether the objective reads each pair's classical flow (the flow fit or the motion masks)."""
+        return bool(self.flow_fit_weight or self.motion_mask_weight)
 
 
 @dataclass
@@ -127,7 +136,7 @@ class DataConfig:
     gap: int = 1  # temporal distance between the two frames of a pair
     short_edge: int = 400
     test_short_edge: Optional[int] = None  # segmenting: shorter edge in pixels; null = 0.98 x short_edge (released code)
-    flow_cache: Optional[str] = None  # folder of cached classical flow (loss.flow_fit_weight); null = ~/.cache/objectness/flow
+    flow_cache: Optional[str] = None  # folder of cached classical flow (loss.flow_fit_weight, loss.motion_mask_weight); null = ~/.cache/objectness/flow
     scale_range: tuple = (0.96, 1.0)
     crop_size: tuple = (384, 384)
     hflip: bool = True

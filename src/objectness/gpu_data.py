@@ -223,8 +223,8 @@ class DevicePairLoader:
     """Batches of pairs made on the device for steps start_step..train.steps-1, as train.pair_loader's."""
 
     def __init__(self, frames: DeviceFrames, cfg: Config, start_step: int, rank: int = 0):
-        if cfg.loss.flow_fit_weight:
-            raise ConfigError("data.on_device makes frame pairs only; the classical-flow fit needs data.on_device=false")
+        if cfg.loss.uses_classical_flow:
+            raise ConfigError("data.on_device makes frame pairs only; the classical-flow losses need data.on_device=false")
         self.frames, self.cfg, self.start_step, self.rank = frames, cfg, start_step, rank
         self.generator = torch.Generator(device=frames.frames.device)
 

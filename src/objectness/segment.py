@@ -184,7 +184,7 @@ def adapt(segmenter: Segmenter, frames, steps: int, progress: bool = True, seed:
     cfg, device = segmenter.cfg, segmenter.device
     data_cfg = dataclasses.replace(cfg.data, gap=min(cfg.data.gap, len(video) - 1))
     flows = None
-    if cfg.loss.flow_fit_weight:  # the objective fits the video's own classical flow: computed here, not cached
+    if cfg.loss.uses_classical_flow:  # the objective reads the video's own classical flow: computed here, not cached
         flows = FlowCache(*compute_flows([video], data_cfg.gap, cache_short_edge(data_cfg), progress=progress))
     pairs = PairDataset([video], data_cfg, seed=seed, flows=flows)
     model = copy.deepcopy(segmenter.model).train()

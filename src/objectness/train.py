@@ -37,6 +37,7 @@ from .data import build_pair_dataset
 from .flow_fit import flow_fit_loss
 from .gpu_data import DeviceFrames, DevicePairLoader
 from .logger import MetricsLogger
+from .motion_masks import motion_mask_loss
 from .loss import view_synthesis_loss
 from .warp import backward_warp
 
@@ -47,7 +48,8 @@ def training_step(model, frames, loss_cfg, flows=None):
     """The objective on one batch of pairs; frames: (B, 2, 3, H, W) in 0..1.
 
     flows: (B, 2, 2, H, W) classical flow of each frame towards the other, for
-    the flow fit (``loss.flow_fit_weight``, not the paper's). Returns (loss,
+    the flow fit and the motion masks (``loss.flow_fit_weight``,
+    ``loss.motion_mask_weight``, not the paper's). Returns (loss,
     terms, out): the scalar to minimise, its parts, the model output.
     """
     frame1, frame2 = frames[:, 0], frames[:, 1]  # (B, 3, H, W) each
@@ -60,14 +62,22 @@ def training_step(model, frames, loss_cfg, flows=None):
     else:  # the flow fit alone needs only f_A's masks
         out = appearance_output(model, frame1, frame2)
         loss, terms = frames.new_zeros(()), {}
+    if loss_cfg.uses_classical_flow and flows is None:
+        raise ConfigError("loss.flow_fit_weight and loss.motion_mask_weight need the pairs' classical flow; "
+                          "the data gave none")
     if loss_cfg.flow_fit_weight:
-        if flows is None:
-            raise ConfigError("loss.flow_fit_weight needs the pairs' classical flow; the data gave none")
         # Each frame's masks split its own flow into per-segment motions (flow_fit.py).
         fit = (flow_fit_loss(flows[:, 0], out.masks1, loss_cfg.flow_fit_model)
                + flow_fit_loss(flows[:, 1], out.masks2, loss_cfg.flow_fit_model)) / 2
         loss = loss + loss_cfg.flow_fit_weight * fit
         terms["flow_fit"] = fit.detach()
+    if loss_cfg.motion_mask_weight:
+        # The objectness channel learns each frame's motion mask (motion_masks.py).
+        channel = loss_cfg.motion_mask_channel
+        bce = (motion_mask_loss(flows[:, 0], out.masks1, channel)
+               + motion_mask_loss(flows[:, 1], out.masks2, channel)) / 2
+        loss = loss + loss_cfg.motion_mask_weight * bce
+        terms["motion_mask"] = bce.detach()
     return loss, terms, out
 
 
@@ -137,12 +147,13 @@ def train(cfg: Config, run_dir, resume: bool = False, overwrite: bool = False) -
     initial = initial_weights(cfg) if resumed is None and cfg.train.init else None
     device = distributed.local_device(resolve_device(cfg.train.device))
     # Bad data fails before the folder is made; classical flow is computed (or read from its cache) here.
-    if cfg.data.on_device and cfg.loss.flow_fit_weight:
-        raise ConfigError("loss.flow_fit_weight needs classical flow, which data.on_device does not load")
+    if cfg.data.on_device and cfg.loss.uses_classical_flow:
+        raise ConfigError("loss.flow_fit_weight and loss.motion_mask_weight need classical flow, "
+                          "which data.on_device does not load")
     if cfg.data.on_device:  # every frame decoded once into the device's memory (gpu_data.py)
         dataset = DeviceFrames.load(cfg.data, device)
     else:
-        dataset = build_pair_dataset(cfg.data, seed=cfg.train.seed, with_flow=cfg.loss.flow_fit_weight > 0)
+        dataset = build_pair_dataset(cfg.data, seed=cfg.train.seed, with_flow=cfg.loss.uses_classical_flow)
     distributed.init(device)
     rank, world = distributed.rank(), distributed.world_size()
     seed_everything(cfg.train.seed + rank)
