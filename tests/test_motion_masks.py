@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from objectness.checkpoint import load_model
 from objectness.config import load_config
 from objectness.motion_masks import camera_residual, motion_mask_loss, motion_masks, otsu_threshold
 from objectness.train import train
@@ -71,7 +72,8 @@ def test_fitting_the_loss_puts_the_object_in_the_chosen_channel():
 
 def test_training_on_the_motion_masks_lowers_their_loss(tmp_path, tiny_overrides):
     pytest.importorskip("cv2")
-    cfg = load_config(None, [*tiny_overrides, "loss.motion_mask_weight=1", "loss.view_synthesis_weight=0",
+    cfg = load_config(None, [*tiny_overrides, "loss.motion_mask_weight=1", "loss.motion_mask_channel=1",
+                             "loss.view_synthesis_weight=0",
                              "loss.level_weights=[1,1,1]", "train.steps=30", "train.lr=1e-3",
                              "train.log_every=10", "data.gap=1", f"data.flow_cache={tmp_path / 'flow'}"])
     train(cfg, tmp_path / "run")
@@ -79,3 +81,5 @@ def test_training_on_the_motion_masks_lowers_their_loss(tmp_path, tiny_overrides
     losses = [record["motion_mask"] for record in records]
     assert len(losses) == 3 and losses[-1] < losses[0]
     assert "flow_fit" not in records[0]
+    # The channel taught the masks is the objectness channel from the first checkpoint on.
+    assert load_model(tmp_path / "run")[2]["objectness_channel"] == 1

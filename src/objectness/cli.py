@@ -209,7 +209,7 @@ def run_channels(args) -> int:
     from .channels import channel_statistics, channels_figure, choose_objectness_channel, format_table, sample_pairs
     from .checkpoint import load_model, store_objectness_channel
     from .config import ConfigError
-    from .train import resolve_device
+    from .train import resolve_device, taught_channel
 
     if args.data is None and args.channel is None:
         raise ConfigError("channels: give --data to choose the channel from statistics, or --channel K")
@@ -225,7 +225,12 @@ def run_channels(args) -> int:
     if args.data is not None:
         data_cfg = dataclasses.replace(cfg.data, source=args.data, workers=0)
         stats = channel_statistics(model, sample_pairs(data_cfg, args.pairs, seed=args.seed), cfg.loss)
-        chosen = choose_objectness_channel(stats)
+        chosen = taught_channel(cfg.loss)
+        if chosen is None:
+            chosen = choose_objectness_channel(stats)
+        else:
+            print(f"channel {chosen} was trained on the flow's motion masks (loss.motion_mask_channel): "
+                  "it is the objectness channel")
         channel = chosen if channel is None else channel
         print(format_table(stats, channel))
         figure = args.figure or _beside(args.checkpoint, "channels.png")

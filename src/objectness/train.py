@@ -81,6 +81,16 @@ def training_step(model, frames, loss_cfg, flows=None):
     return loss, terms, out
 
 
+def run_metadata(cfg: Config) -> dict:
+    """A run's metadata: the objectness channel is known from the start when the motion masks teach it."""
+    return metadata(objectness_channel=taught_channel(cfg.loss))
+
+
+def taught_channel(loss_cfg):
+    """The channel the objective makes the objectness channel (``loss.motion_mask_channel``), or None."""
+    return loss_cfg.motion_mask_channel if loss_cfg.motion_mask_weight else None
+
+
 def appearance_output(model, frame1: torch.Tensor, frame2: torch.Tensor) -> AMDOutput:
     """The masks of both frames from f_A alone, as an AMDOutput without flows."""
     if distributed.world_size() > 1:
@@ -207,7 +217,7 @@ def train(cfg: Config, run_dir, resume: bool = False, overwrite: bool = False) -
                 log.info("%s reached: stopping at step %d", reason, done)
                 break
         if rank == 0:
-            save_weights(run_dir / WEIGHTS, distributed.unwrap(ddp_model), cfg, metadata())
+            save_weights(run_dir / WEIGHTS, distributed.unwrap(ddp_model), cfg, run_metadata(cfg))
     finally:
         meter.close()
         distributed.cleanup()
@@ -321,7 +331,7 @@ def write_checkpoint(path: Path, model, optimizer, scheduler, cfg: Config, step:
             "bad_frames": bad_frames,
             "rng": rng,
             "config": to_dict(cfg),
-            "metadata": metadata(),
+            "metadata": run_metadata(cfg),
         }
         save_checkpoint(path, state)
 
