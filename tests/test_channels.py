@@ -74,3 +74,16 @@ def test_channels_command_refuses_a_bad_or_missing_channel_in_one_line(tiny_run,
     assert cli.main(["channels", "--checkpoint", str(tiny_run), *args]) == 2
     assert capsys.readouterr().err.count("\n") == 1
     assert load_model(tiny_run)[2]["objectness_channel"] is None
+
+
+def test_a_model_taught_the_motion_masks_keeps_the_taught_channel(tmp_path, tiny_config, capsys):
+    import dataclasses
+
+    cfg = dataclasses.replace(tiny_config, loss=dataclasses.replace(tiny_config.loss, motion_mask_weight=1.0,
+                                                                    motion_mask_channel=3))
+    torch.manual_seed(0)
+    path = tmp_path / "model.safetensors"
+    save_weights(path, AMD(cfg.model), cfg, metadata())
+    assert cli.main(["channels", "--checkpoint", str(path), "--data", "synthetic", "--pairs", "4"]) == 0
+    assert "channel 3 was trained on the flow's motion masks" in capsys.readouterr().out
+    assert load_model(path)[2]["objectness_channel"] == 3
