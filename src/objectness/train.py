@@ -37,8 +37,8 @@ from .data import build_pair_dataset
 from .flow_fit import flow_fit_loss
 from .gpu_data import DeviceFrames, DevicePairLoader
 from .logger import MetricsLogger
-from .motion_masks import motion_mask_loss
 from .loss import view_synthesis_loss
+from .motion_masks import motion_mask_loss
 from .warp import backward_warp
 
 log = logging.getLogger(__name__)
@@ -157,6 +157,9 @@ def train(cfg: Config, run_dir, resume: bool = False, overwrite: bool = False) -
     initial = initial_weights(cfg) if resumed is None and cfg.train.init else None
     device = distributed.local_device(resolve_device(cfg.train.device))
     # Bad data fails before the folder is made; classical flow is computed (or read from its cache) here.
+    if cfg.loss.motion_mask_weight and not 0 <= cfg.loss.motion_mask_channel < cfg.model.num_segments:
+        raise ConfigError(f"loss.motion_mask_channel {cfg.loss.motion_mask_channel} is not one of the "
+                          f"{cfg.model.num_segments} mask channels (model.num_segments)")
     if cfg.data.on_device and cfg.loss.uses_classical_flow:
         raise ConfigError("loss.flow_fit_weight and loss.motion_mask_weight need classical flow, "
                           "which data.on_device does not load")
