@@ -60,3 +60,10 @@ def test_every_preset_loads_by_name_and_by_the_repository_path(name):
     repository_path = Path(__file__).parents[1] / "configs" / f"{name}.yaml"
     if repository_path.parent.exists():  # a source checkout: configs/ links to the presets
         assert to_dict(load_config(str(repository_path), cls=cls)) == to_dict(cfg)
+
+
+@pytest.mark.parametrize("preset, cls, command", [("finetune-cpu", Config, "finetune"),
+                                                  ("davis-flowfit", FinetuneConfig, "train")])
+def test_a_preset_of_the_other_command_is_named_as_such(preset, cls, command):
+    with pytest.raises(ConfigError, match=f"'{preset}' is a preset of `objectness {command}`"):
+        load_config(preset, cls=cls)

@@ -275,6 +275,16 @@ def resolve_preset(name_or_path: str) -> Path:
     return preset
 
 
+def _preset_of_another_command(loaded: dict, cls, preset: str) -> str:
+    """A hint for a preset of ``objectness finetune`` given to ``train`` (or the reverse), else ''."""
+    other, command = (FinetuneConfig, "finetune") if cls is Config else (Config, "train")
+    try:
+        from_dict(loaded, other)
+    except ConfigError:
+        return ""
+    return f"; '{preset}' is a preset of `objectness {command}`"
+
+
 def load_config(preset: Optional[str] = None, overrides: Optional[list] = None, cls=Config):
     """Defaults, then the preset (name or YAML path), then ``key=value`` overrides; a ``cls`` (Config,
     FinetuneConfig)."""
@@ -285,7 +295,10 @@ def load_config(preset: Optional[str] = None, overrides: Optional[list] = None, 
             loaded = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid YAML ({err})") from None
-        from_dict(loaded, cls)  # report unknown keys against the file, not the merge
+        try:
+            from_dict(loaded, cls)  # report unknown keys against the file, not the merge
+        except ConfigError as err:
+            raise ConfigError(f"{err}{_preset_of_another_command(loaded, cls, preset)}") from None
         data = merge(data, loaded)
     for text in overrides or []:
         update = parse_override(text)
