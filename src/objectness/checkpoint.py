@@ -91,7 +91,8 @@ def save_weights(path, model: torch.nn.Module, cfg: Config, meta: dict) -> None:
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
 
 
-def _read_weights(path: Path):
+def read_weights(path: Path):
+    """A .safetensors file's tensors, config dict and metadata (no pickle), or CheckpointError."""
     from safetensors import SafetensorError, safe_open
 
     try:
@@ -105,7 +106,7 @@ def _read_weights(path: Path):
     return weights, json.loads(header["config"]), json.loads(header.get("metadata", "{}"))
 
 
-def _weights_file(path: Path) -> Path:
+def weights_file(path: Path) -> Path:
     """A run folder means its model.safetensors, or its last.pt while training."""
     if path.is_dir():
         for name in (WEIGHTS, LAST):
@@ -121,9 +122,9 @@ def load_model(path, map_location="cpu"):
     """(AMD in eval mode, Config, metadata) from a run folder, a .safetensors or a .pt file."""
     from .amd import AMD
 
-    path = _weights_file(Path(path))
+    path = weights_file(Path(path))
     if path.suffix == ".safetensors":
-        weights, config_dict, meta = _read_weights(path)
+        weights, config_dict, meta = read_weights(path)
         state = {"config": config_dict}
     else:
         state = load_checkpoint(path, map_location="cpu")
@@ -153,7 +154,7 @@ def store_objectness_channel(path, channel: int, statistics=None) -> list:
         update["channel_statistics"] = statistics
     for file in files:
         if file.suffix == ".safetensors":
-            weights, config_dict, meta = _read_weights(file)
+            weights, config_dict, meta = read_weights(file)
             header = {"config": json.dumps(config_dict), "metadata": json.dumps({**meta, **update})}
             from safetensors.torch import save_file
 

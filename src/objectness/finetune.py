@@ -31,14 +31,14 @@ from .checkpoint import (
     LAST,
     WEIGHTS,
     CheckpointError,
-    _read_weights,
-    _weights_file,
     load_checkpoint,
     load_model,
+    read_weights,
     rng_state,
     save_checkpoint,
     save_weights,
     set_rng_state,
+    weights_file,
 )
 from .config import AppearanceConfig, ConfigError, FinetuneConfig, SemanticModelConfig, from_dict, save_config, to_dict
 from .data import DataError, natural_key
@@ -47,7 +47,7 @@ from .logger import MetricsLogger
 from .semantic_data import DEFAULT_SPLITS, IMAGE_SUFFIXES, CropDataset, SemanticSet, load_semantic_set
 from .semantic_metrics import VOID, ConfusionMatrix
 from .train import check_run_dir, poly_lr, prepare_run_dir, resolve_device, seed_everything
-from .visualize import _row, save_image_atomic
+from .visualize import panel_row, save_image_atomic
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def init_description(init) -> dict:
     """Which weights started the backbone: the file and the first 12 hex digits of its sha256."""
     if is_scratch(init):
         return {"init": SCRATCH}
-    path = _weights_file(Path(init))
+    path = weights_file(Path(init))
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     return {"init": str(init), "init_file": path.name, "init_sha256": digest[:12]}
 
@@ -286,15 +286,15 @@ def semantic_panel(image: torch.Tensor, prediction: torch.Tensor, label: torch.T
     def tile(classes):
         return torch.from_numpy(colourise(classes.cpu().numpy(), np.asarray(palette))).permute(2, 0, 1).float() / 255
 
-    return _row([("image", image.detach().float().cpu().clamp(0, 1)), ("prediction", tile(prediction)),
+    return panel_row([("image", image.detach().float().cpu().clamp(0, 1)), ("prediction", tile(prediction)),
                  ("ground truth", tile(label))])
 
 
 def load_semantic_model(path, device="cpu") -> tuple:
     """(model in eval mode, FinetuneConfig, metadata) of a fine-tuned run folder, last.pt or .safetensors."""
-    path = _weights_file(Path(path))
+    path = weights_file(Path(path))
     if path.suffix == ".safetensors":
-        weights, config_dict, meta = _read_weights(path)
+        weights, config_dict, meta = read_weights(path)
     else:
         state = load_checkpoint(path)
         weights, config_dict, meta = state["model"], state["config"], state.get("metadata", {})

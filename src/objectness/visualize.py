@@ -48,7 +48,7 @@ def _error_tile(recon, frame):
     return _grey(error / error.max().clamp_min(1e-8))
 
 
-def _row(tiles):
+def panel_row(tiles):
     """[(label, (3, H, W) tile)] -> one labelled PIL image, tiles side by side."""
     height, width = tiles[0][1].shape[-2:]
     images = [_resize(tile, (height, width)) for _, tile in tiles]
@@ -82,7 +82,7 @@ def training_panel(frame1, frame2, out, recon1):
         ("reconstruction", recon1.clamp(0, 1)),
         ("|error|", _error_tile(recon1, frame1)),
     ]
-    return _row(tiles)
+    return panel_row(tiles)
 
 
 def mask_strip(image, masks, flow=None):
@@ -94,7 +94,7 @@ def mask_strip(image, masks, flow=None):
     tiles = [("image", image)] + _mask_tiles(masks, tuple(image.shape[-2:]))
     if flow is not None:
         tiles.append(("flow", _flow_tile(flow)))
-    return _row(tiles)
+    return panel_row(tiles)
 
 
 def overlay(image, mask, color=(255, 0, 0), alpha=0.5):
