@@ -135,3 +135,14 @@ def test_the_appearance_network_stays_within_the_peak_on_the_cpu():
     flops = count_flops(forward)
     fraction = achieved(flops, median_seconds(forward, device, repeats=3, warmup=0), peak)["peak_fraction"]
     assert 0 < fraction <= 1, f"f_A at {fraction:.1%} of {peak['best']}"
+
+
+def test_an_objective_that_reads_classical_flow_is_timed_on_random_flows(tmp_path, tiny_overrides):
+    out = tmp_path / "bench.json"
+    overrides = [*tiny_overrides, "loss.flow_fit_weight=1", "loss.view_synthesis_weight=0"]
+    code, _ = _bench(["--config", "paper", *_sets(overrides), *QUICK, "--only", "train", "--profile", "--out", str(out)])
+    assert code == 0
+    result = json.loads(out.read_text())["presets"]["paper"]
+    assert result["train"]["step_s"] > 0
+    parts = result["profile"]["breakdown_s"]
+    assert parts["forward_motion"] == 0 and parts["forward_appearance"] > 0 and parts["loss"] > 0

@@ -208,19 +208,23 @@ def uses_amp(cfg: Config, device: torch.device) -> bool:
 
 
 def train_step_fn(model: AMD, cfg: Config, device: torch.device):
-    """One step as train.train runs it, on a fixed batch of random pairs (B, 2, 3, H, W)."""
+    """One step as train.train runs it, on a fixed batch of random pairs (B, 2, 3, H, W) and, for an
+    objective that reads classical flow, random flows (B, 2, 2, H, W). Returns (step, optimizer, frames, flows)."""
     optimizer, _ = make_optimizer(model, cfg.train)
     frames = torch.rand(cfg.train.batch_size, 2, 3, *cfg.data.crop_size, device=device)
+    flows = None
+    if cfg.loss.uses_classical_flow:
+        flows = 3 * torch.randn(cfg.train.batch_size, 2, 2, *cfg.data.crop_size, device=device)
     amp = uses_amp(cfg, device)
 
     def step():
-        return optimisation_step(model, optimizer, frames, cfg, amp)[0]
+        return optimisation_step(model, optimizer, frames, cfg, amp, flows)[0]
 
-    return step, optimizer, frames
+    return step, optimizer, frames, flows
 
 
 def bench_train(cfg: Config, device: torch.device, options: BenchOptions, peaks: dict) -> dict:
-    step, _, _ = train_step_fn(build_model(cfg, device).train(), cfg, device)
+    step = train_step_fn(build_model(cfg, device).train(), cfg, device)[0]
     reset_peak_memory(device)
     flops = count_flops(step)  # also the first warm-up step
     seconds = median_seconds(step, device, options.repeats, max(options.warmup - 1, 0))
@@ -328,7 +332,7 @@ def profile_training(cfg: Config, device: torch.device, options: BenchOptions, t
     timed with synchronised timers: f_A forward, f_M forward, the rest of the forward, loss,
     backward, optimizer."""
     model = build_model(cfg, device).train()
-    step, _, _ = train_step_fn(model, cfg, device)
+    step = train_step_fn(model, cfg, device)[0]
     step()
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
@@ -367,14 +371,14 @@ def step_breakdown(model: AMD, cfg: Config, device: torch.device, steps: int) ->
         model.motion.register_forward_hook(lambda *_: mark("motion_end")),
         model.register_forward_hook(lambda *_: mark("model_end")),
     ]
-    step, optimizer, frames = train_step_fn(model, cfg, device)
+    step, optimizer, frames, flows = train_step_fn(model, cfg, device)
     amp = uses_amp(cfg, device)
     parts = defaultdict(list)
     try:
         for _ in range(steps):
             mark("start")
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                loss, _, _ = training_step(model, frames, cfg.loss)
+                loss, _, _ = training_step(model, frames, cfg.loss, flows)
             mark("loss_end")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -385,12 +389,14 @@ def step_breakdown(model: AMD, cfg: Config, device: torch.device, steps: int) ->
             mark("optimizer_end")
             m = marks
             forward_appearance = m["appearance_end"] - m["appearance_start"]
-            forward_motion = m["motion_end"] - m["motion_start"]
+            # An objective without view synthesis runs f_A alone: no f_M, no AMD forward.
+            forward_motion = m["motion_end"] - m["motion_start"] if "motion_start" in m else 0.0
+            model_end = m.get("model_end", m["appearance_end"])
             parts["forward_appearance"].append(forward_appearance)
             parts["forward_motion"].append(forward_motion)
             # frames resized for f_M, and the segment flow laid out at every level (flow_pyramid)
-            parts["forward_other"].append(m["model_end"] - m["start"] - forward_appearance - forward_motion)
-            parts["loss"].append(m["loss_end"] - m["model_end"])
+            parts["forward_other"].append(model_end - m["start"] - forward_appearance - forward_motion)
+            parts["loss"].append(m["loss_end"] - model_end)
             parts["backward"].append(m["backward_end"] - m["loss_end"])
             parts["optimizer"].append(m["optimizer_end"] - m["backward_end"])
             parts["step"].append(m["optimizer_end"] - m["start"])
