@@ -69,12 +69,17 @@ def test_the_rehearsal_brings_back_bench_figures_and_weights_with_their_channel(
     assert cfg.data.on_device and meta["objectness_channel"] in range(cfg.model.num_segments)
 
 
-def test_weights_too_large_for_one_file_come_back_in_fp16_shards(rehearsal, tmp_path, monkeypatch):
-    _, _, out = rehearsal
-    sprint = _sprint_module()
+def _run_with_the_rehearsals_weights(out, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "model.safetensors").write_bytes((out / "model.safetensors").read_bytes())
+    return run
+
+
+def test_weights_too_large_for_one_file_come_back_in_fp16_shards(rehearsal, tmp_path, monkeypatch):
+    _, _, out = rehearsal
+    sprint = _sprint_module()
+    run = _run_with_the_rehearsals_weights(out, tmp_path)
     size = (run / "model.safetensors").stat().st_size
     monkeypatch.setattr(sprint, "FILE_LIMIT", size // 6 + MiB)  # fp32 and fp16 both too large for one file
     shards = sprint.weights_back(run, tmp_path)
@@ -93,9 +98,7 @@ def test_weights_too_large_for_one_file_come_back_in_fp16_shards(rehearsal, tmp_
 def test_fp16_weights_load_as_the_same_model(rehearsal, tmp_path, monkeypatch):
     _, _, out = rehearsal
     sprint = _sprint_module()
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "model.safetensors").write_bytes((out / "model.safetensors").read_bytes())
+    run = _run_with_the_rehearsals_weights(out, tmp_path)
     monkeypatch.setattr(sprint, "FILE_LIMIT", (run / "model.safetensors").stat().st_size - 1)
     [fp16] = sprint.weights_back(run, tmp_path)
     model, _, meta = load_model(fp16)

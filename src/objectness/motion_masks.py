@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .flow_fit import motion_basis
+from .flow_fit import fit_segment_motion
 
 ITERATIONS = 5
 RESIDUAL_FLOOR = 0.5  # px: residuals below this count as this in the reweighting
@@ -27,20 +27,16 @@ BINS = 256  # Otsu's histogram
 def camera_residual(flow: torch.Tensor) -> torch.Tensor:
     """(B, h, w): the length of what a robust affine fit of each frame's flow leaves unexplained.
 
-    flow: (B, 2, h, w) in pixels.
+    flow: (B, 2, h, w) in pixels. The fit is flow_fit's weighted least squares
+    with one segment whose weights are 1 / max(|residual|, RESIDUAL_FLOOR).
     """
-    b, _, h, w = flow.shape
-    basis = motion_basis(h, w, "affine", flow.device)  # (P, 3)
-    targets = flow.float().flatten(2).transpose(1, 2)  # (B, P, 2)
-    weights = flow.new_ones(b, h * w, dtype=torch.float32)
-    eye = 1e-6 * torch.eye(basis.shape[1], device=flow.device)
+    flow = flow.float()
+    weights = torch.ones_like(flow[:, :1])  # (B, 1, h, w)
     for _ in range(ITERATIONS):
-        gram = torch.einsum("bp,pk,pl->bkl", weights, basis, basis) + eye
-        moments = torch.einsum("bp,pk,bpd->bkd", weights, basis, targets)
-        coefficients = torch.linalg.solve(gram, moments)  # (B, 3, 2)
-        residual = (targets - basis @ coefficients).norm(dim=-1)  # (B, P)
-        weights = 1 / residual.clamp(min=RESIDUAL_FLOOR)
-    return residual.reshape(b, h, w)
+        fitted = fit_segment_motion(flow, weights, "affine")[:, 0]  # (B, 2, h, w)
+        residual = (flow - fitted).norm(dim=1)  # (B, h, w)
+        weights = 1 / residual.clamp(min=RESIDUAL_FLOOR).unsqueeze(1)
+    return residual
 
 
 def otsu_threshold(values: torch.Tensor) -> torch.Tensor:
