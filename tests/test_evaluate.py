@@ -138,6 +138,18 @@ def test_per_video_mode_adapts_a_real_model(video_root, tmp_path, tiny_config):
     assert 0 <= summary["scores"]["J_mean"] <= 1
 
 
+def test_predictions_made_at_other_test_scales_are_not_reused(video_root, tmp_path, tiny_config):
+    root, _ = video_root
+    torch.manual_seed(0)
+    save_weights(tmp_path / "model.safetensors", AMD(tiny_config.model), tiny_config, metadata(objectness_channel=1))
+    one = load_segmenter(tmp_path / "model.safetensors", device="cpu")
+    summary = evaluate(one, "davis2016", root, tmp_path / "out", progress=False)
+    assert summary["test_scales"] == [1.0]
+    two = load_segmenter(tmp_path / "model.safetensors", device="cpu", scales=[0.5, 1])
+    with pytest.raises(EvaluationError, match="test_scales"):
+        evaluate(two, "davis2016", root, tmp_path / "out", reuse=True, progress=False)
+
+
 def test_cli_evaluates_the_centre_prior_and_prints_the_table(video_root, tmp_path, capsys):
     root, _ = video_root
     code = cli.main(["evaluate", "davis2016", "--root", str(root), "--checkpoint", "centre-prior",

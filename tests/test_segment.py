@@ -1,4 +1,5 @@
 """Zero-shot segmentation: the Python API (segment.py) and `objectness segment`."""
+import dataclasses
 import logging
 
 import av
@@ -10,6 +11,7 @@ from PIL import Image
 from objectness import cli, synthetic
 from objectness.amd import AMD
 from objectness.checkpoint import CheckpointError, metadata, save_weights
+from objectness.config import ConfigError
 from objectness.metrics import centre_prior
 from objectness.segment import (
     adapt,
@@ -108,6 +110,29 @@ def test_checkpoint_without_channel_is_an_error_naming_the_remedies(tmp_path, ti
 def test_channel_out_of_range_is_an_error(checkpoint):
     with pytest.raises(CheckpointError, match="out of range"):
         load_segmenter(checkpoint, channel=5, device="cpu")
+
+
+def test_several_scales_give_the_mean_of_the_maps_at_each_scale(checkpoint):
+    image = _image(48, 64)
+    one = load_segmenter(checkpoint, device="cpu")
+    maps = [segment_images(dataclasses.replace(one, short_edge=edge), [image])[0] for edge in (32, 64)]
+    half_and_one = load_segmenter(checkpoint, device="cpu", scales=[0.5, 1.0])
+    assert half_and_one.short_edge == 64 and half_and_one.scales == (0.5, 1.0)
+    assert not np.allclose(maps[0], maps[1], atol=1e-3)  # the two scales differ, so the mean is a test
+    np.testing.assert_allclose(segment_images(half_and_one, [image])[0], (maps[0] + maps[1]) / 2, atol=1e-6)
+
+
+def test_scales_default_to_the_checkpoints_test_scales(tmp_path, tiny_config):
+    cfg = dataclasses.replace(tiny_config, data=dataclasses.replace(tiny_config.data, test_scales=(0.75, 1.25)))
+    path = _save_model(tmp_path / "model.safetensors", cfg, CHANNEL)
+    assert load_segmenter(path, device="cpu").scales == (0.75, 1.25)
+    assert load_segmenter(path, device="cpu", scales=[1]).scales == (1.0,)
+
+
+@pytest.mark.parametrize("scales", [[], [0], [-1.0], ["a"]])
+def test_a_scale_that_is_not_a_positive_number_is_an_error(checkpoint, scales):
+    with pytest.raises(ConfigError, match="positive"):
+        load_segmenter(checkpoint, device="cpu", scales=scales)
 
 
 def test_adaptation_changes_predictions_but_not_the_segmenters_weights(checkpoint, video):
@@ -234,6 +259,18 @@ def test_cli_without_checkpoint_uses_the_shipped_model(tmp_path):
     Image.fromarray(_image(48, 40)).save(tmp_path / "photo.png")
     assert _segment(tmp_path / "photo.png", "--out", tmp_path / "out") == 0
     _frame_outputs(tmp_path / "out" / "photo", "photo", (40, 48))
+
+
+def test_cli_scales_average_the_maps_of_those_scales(tmp_path, checkpoint):
+    image = _image(48, 64)
+    Image.fromarray(image).save(tmp_path / "photo.png")
+    assert _segment(tmp_path / "photo.png", "--checkpoint", checkpoint, "--out", tmp_path / "out",
+                    "--scales", "0.5", "1") == 0
+    expected = segment_images(load_segmenter(checkpoint, device="cpu", scales=[0.5, 1]), [image])[0]
+    written = np.asarray(Image.open(tmp_path / "out" / "photo" / "photo_soft.png"), dtype=np.float32) / 255
+    np.testing.assert_allclose(written, expected, atol=1 / 255)
+    with pytest.raises(SystemExit):
+        _segment(tmp_path / "photo.png", "--checkpoint", checkpoint, "--out", tmp_path / "o2", "--scales", "0")
 
 
 def test_cli_missing_checkpoint_file_is_one_error_line_and_exit_2(tmp_path, capsys):

@@ -138,9 +138,26 @@ def add_segment_parser(subparsers) -> None:
                         help="adapt to each video for N steps first (N = 100 if omitted; default: no adaptation); "
                              "put it after the inputs")
     parser.add_argument("--images", action="store_true", help="a folder holds independent images, not a video")
+    _add_scales_argument(parser)
     parser.add_argument("--device", default="auto", metavar="D", help="auto, cpu, cuda, cuda:1, ... (default: auto)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output folders of the inputs")
     parser.set_defaults(run=run_segment)
+
+
+def _add_scales_argument(parser) -> None:
+    parser.add_argument("--scales", type=_positive_float, nargs="+", metavar="S",
+                        help="average the objectness maps at these multiples of the test shorter edge, e.g. "
+                             "--scales 1 for one scale (default: the checkpoint's data.test_scales)")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
 
 
 def _unit_interval(text: str) -> float:
@@ -167,7 +184,7 @@ def run_segment(args) -> int:
     from .segment import default_checkpoint, load_segmenter, segment_inputs
 
     checkpoint = args.checkpoint if args.checkpoint is not None else default_checkpoint()
-    segmenter = load_segmenter(checkpoint, args.channel, args.device)
+    segmenter = load_segmenter(checkpoint, args.channel, args.device, args.scales)
     summary = segment_inputs(segmenter, args.inputs, args.out, threshold=args.threshold, adapt_steps=args.adapt,
                              images=args.images, overwrite=args.overwrite)
     print(f"segmented {len(summary['outputs'])} input(s): results in {args.out}")
@@ -229,8 +246,9 @@ def run_channels(args) -> int:
         if chosen is None:
             chosen = choose_objectness_channel(stats)
         else:
-            print(f"channel {chosen} was trained on the flow's motion masks (loss.motion_mask_channel): "
-                  "it is the objectness channel")
+            taught = ("its teachers' objectness maps (loss.distill_channel)" if cfg.loss.distill_weight
+                      else "the flow's motion masks (loss.motion_mask_channel)")
+            print(f"channel {chosen} was trained on {taught}: it is the objectness channel")
         channel = chosen if channel is None else channel
         print(format_table(stats, channel))
         figure = args.figure or _beside(args.checkpoint, "channels.png")
@@ -282,6 +300,7 @@ def add_evaluate_parser(subparsers) -> None:
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     parser.add_argument("--reuse", action="store_true", help="score the predictions cached in --out instead of segmenting again")
     parser.add_argument("--overwrite", action="store_true", help="replace an evaluation already in --out")
+    _add_scales_argument(parser)
     parser.add_argument("--device", default="auto", metavar="D", help="auto, cpu, cuda, ... (default: auto)")
     parser.set_defaults(run=run_evaluate)
 
@@ -294,7 +313,7 @@ def run_evaluate(args) -> int:
     if args.root is None and (args.images is None or args.masks is None):
         raise ConfigError("evaluate: give --root (or, for a saliency set, --images and --masks)")
     checkpoint = args.checkpoint if args.checkpoint is not None else default_checkpoint()
-    segmenter = load_segmenter(checkpoint, channel=args.channel, device=args.device)
+    segmenter = load_segmenter(checkpoint, channel=args.channel, device=args.device, scales=args.scales)
     summary = evaluate(segmenter, args.benchmark, args.root, args.out, mode=args.mode, adapt_steps=args.adapt,
                        split=args.split, resolution=args.resolution, images=args.images, masks=args.masks,
                        threshold=args.threshold, reuse=args.reuse, overwrite=args.overwrite,

@@ -85,6 +85,11 @@ class LossConfig:
     # against motion masks of the classical flow (motion_masks.py); needs OpenCV.
     motion_mask_weight: float = 0.0
     motion_mask_channel: int = 0  # the channel that learns the motion masks: the objectness channel
+    # Not the paper's (0 there): binary cross-entropy of the objectness channel
+    # against the mean objectness map of trained models (distill.py).
+    distill_weight: float = 0.0
+    distill_from: tuple = ()  # the teachers: run folders or weight files, each with its objectness channel
+    distill_channel: int = 0  # the channel that learns the teachers' map: the objectness channel
     # Weight of view synthesis (eq. 8), 1 in the paper; 0 trains f_A on the
     # flow fit alone, without running f_M (one process only).
     view_synthesis_weight: float = 1.0
@@ -136,6 +141,9 @@ class DataConfig:
     gap: int = 1  # temporal distance between the two frames of a pair
     short_edge: int = 400
     test_short_edge: Optional[int] = None  # segmenting: shorter edge in pixels; null = 0.98 x short_edge (released code)
+    # Segmenting: the objectness map is the mean of f_A's maps at these multiples of the
+    # test shorter edge, each upsampled to the image (multi-scale testing; [1.0] in the paper).
+    test_scales: tuple = (1.0,)
     flow_cache: Optional[str] = None  # folder of cached classical flow (loss.flow_fit_weight, loss.motion_mask_weight); null = ~/.cache/objectness/flow
     scale_range: tuple = (0.96, 1.0)
     crop_size: tuple = (384, 384)

@@ -78,7 +78,8 @@ def evaluate(segmenter, benchmark: str, root, out_dir, mode: str = "per-image", 
         raise EvaluationError(f"{benchmark} is a set of single images: it has no per-video mode")
     out_dir = Path(out_dir)
     settings = {"benchmark": benchmark, "root": str(root), "mode": mode, "model": model_name,
-                "threshold": threshold, "split": split, "resolution": resolution}
+                "threshold": threshold, "split": split, "resolution": resolution,
+                "test_scales": _test_scales(segmenter)}
     _check_out_dir(out_dir, settings, overwrite=overwrite, reuse=reuse)
     predictions = Predictions(out_dir / "predictions", reuse)
     if kind == "video":
@@ -98,6 +99,13 @@ def evaluate(segmenter, benchmark: str, root, out_dir, mode: str = "per-image", 
     return summary
 
 
+def _test_scales(segmenter):
+    """The scales whose maps the segmenter averages (None for the centre prior, which has none)."""
+    if segmenter is None or segmenter.is_centre_prior:
+        return None
+    return list(segmenter.scales)
+
+
 def _check_out_dir(out_dir: Path, settings: dict, overwrite: bool, reuse: bool) -> None:
     previous = out_dir / "summary.json"
     if not previous.exists() or overwrite:
@@ -106,7 +114,8 @@ def _check_out_dir(out_dir: Path, settings: dict, overwrite: bool, reuse: bool) 
         raise FileExistsError(f"{out_dir} already holds an evaluation; pass --overwrite to replace it "
                               "or --reuse to score its cached predictions again")
     earlier = json.loads(previous.read_text())
-    changed = [key for key in ("benchmark", "mode", "model") if earlier.get(key) != settings[key]]
+    changed = [key for key in ("benchmark", "mode", "model", "test_scales")
+               if key in earlier and earlier[key] != settings[key]]
     if changed:
         raise EvaluationError(f"{out_dir}: its cached predictions were made with another "
                               f"{', '.join(changed)}; use another --out or --overwrite")
@@ -199,7 +208,7 @@ def _paper(benchmark: str, mode: str, scores: dict) -> list:
 def format_markdown(summary: dict) -> str:
     """The summary as a Markdown report: settings, every score, and the paper's numbers beside ours."""
     lines = [f"# {summary['benchmark']}, {summary['mode']}", ""]
-    for key in ("model", "root", "split", "resolution", "adapt_steps", "threshold"):
+    for key in ("model", "root", "split", "resolution", "adapt_steps", "test_scales", "threshold"):
         if summary.get(key) not in (None, ""):
             lines.append(f"- {key}: {summary[key]}")
     lines += ["", "| metric | ours |", "| --- | --- |"]

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from .checkpoint import CheckpointError, load_model
 from .classical_flow import FlowCache, cache_short_edge, compute_flows
-from .config import Config
+from .config import Config, ConfigError
 from .data import IMAGE_SUFFIXES, VIDEO_SUFFIXES, DataError, FrameError, PairDataset, Video, list_frames, natural_key
 from .files import publish, temporary_beside
 from .inference import frames_to_tensor
@@ -58,6 +58,7 @@ class Segmenter:
     channel: Optional[int]  # the objectness channel of the masks
     device: torch.device
     short_edge: int = 0  # test-time shorter edge in pixels, a multiple of 8
+    scales: tuple = (1.0,)  # the objectness map is the mean over these multiples of short_edge
     adaptation_noted: bool = field(default=False, repr=False)  # the baseline said once it cannot adapt
 
     @property
@@ -77,12 +78,13 @@ def default_checkpoint() -> Path:
     return path
 
 
-def load_segmenter(checkpoint, channel: Optional[int] = None, device="auto") -> Segmenter:
+def load_segmenter(checkpoint, channel: Optional[int] = None, device="auto", scales=None) -> Segmenter:
     """A segmenter from a run folder, last.pt or .safetensors file, or ``"centre-prior"``.
 
     The objectness channel is ``channel`` if given, else the one stored with the
     checkpoint by ``objectness channels``. device: auto (CUDA when there is a GPU),
-    cpu, cuda, cuda:1, ...
+    cpu, cuda, cuda:1, ... scales: multiples of the test shorter edge whose maps
+    are averaged (default: the checkpoint's ``data.test_scales``).
     """
     device = resolve_device(device)
     if str(checkpoint) == CENTRE_PRIOR:
@@ -97,7 +99,16 @@ def load_segmenter(checkpoint, channel: Optional[int] = None, device="auto") -> 
     if isinstance(channel, bool) or not isinstance(channel, int) or not 0 <= channel < count:
         raise CheckpointError(f"objectness channel {channel!r} is out of range: "
                               f"{checkpoint} has {count} mask channels (0 to {count - 1})")
-    return Segmenter(model, cfg, channel, device, inference_short_edge(cfg))
+    scales = check_scales(cfg.data.test_scales if scales is None else scales)
+    return Segmenter(model, cfg, channel, device, inference_short_edge(cfg), scales)
+
+
+def check_scales(scales) -> tuple:
+    """The test scales as a tuple of positive floats, or a clear error."""
+    scales = tuple(scales) if isinstance(scales, (list, tuple)) else (scales,)
+    if not scales or not all(isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0 for s in scales):
+        raise ConfigError(f"test scales must be positive numbers, got {list(scales)}")
+    return tuple(float(s) for s in scales)
 
 
 def inference_short_edge(cfg: Config) -> int:
@@ -126,15 +137,20 @@ def _to_inference_size(images: list, segmenter: Segmenter, size=None) -> torch.T
 
 @torch.no_grad()
 def _objectness(segmenter: Segmenter, images: list) -> list:
-    """Soft objectness maps of same-size uint8 images, each float32 (H, W) in 0..1."""
+    """Soft objectness maps of same-size uint8 images, each float32 (H, W) in 0..1: the mean of
+    the objectness channel at each of the segmenter's scales, upsampled to the images."""
     height, width = images[0].shape[:2]
     if segmenter.is_centre_prior:
         return [centre_prior(height, width) for _ in images]
     appearance = segmenter.model.appearance.eval()
-    masks = appearance(_to_inference_size(images, segmenter))  # (B, c, h/8, w/8)
-    channel = segmenter.channel
-    maps = F.interpolate(masks[:, channel:channel + 1].float(), size=(height, width), mode="bilinear",
-                         align_corners=False)[:, 0]  # (B, H, W)
+    channel, total = segmenter.channel, 0
+    for scale in segmenter.scales:
+        short_edge = max(8, round(segmenter.short_edge * scale / 8) * 8)
+        size = inference_size(height, width, short_edge)
+        masks = appearance(_to_inference_size(images, segmenter, size))  # (B, c, h/8, w/8)
+        total = total + F.interpolate(masks[:, channel:channel + 1].float(), size=(height, width), mode="bilinear",
+                                      align_corners=False)[:, 0]  # (B, H, W)
+    maps = total / len(segmenter.scales)
     return list(maps.clamp(0, 1).cpu().numpy())
 
 

@@ -38,19 +38,22 @@ from .flow_fit import flow_fit_loss
 from .gpu_data import DeviceFrames, DevicePairLoader
 from .logger import MetricsLogger
 from .loss import view_synthesis_loss
+from .distill import Teachers, distillation_loss
 from .motion_masks import motion_mask_loss
 from .warp import backward_warp
 
 log = logging.getLogger(__name__)
 
 
-def training_step(model, frames, loss_cfg, flows=None):
+def training_step(model, frames, loss_cfg, flows=None, teachers=None):
     """The objective on one batch of pairs; frames: (B, 2, 3, H, W) in 0..1.
 
     flows: (B, 2, 2, H, W) classical flow of each frame towards the other, for
     the flow fit and the motion masks (``loss.flow_fit_weight``,
-    ``loss.motion_mask_weight``, not the paper's). Returns (loss,
-    terms, out): the scalar to minimise, its parts, the model output.
+    ``loss.motion_mask_weight``, not the paper's); teachers: the Teachers
+    whose mean objectness map the distillation teaches (``loss.distill_weight``,
+    not the paper's). Returns (loss, terms, out): the scalar to minimise, its
+    parts, the model output.
     """
     frame1, frame2 = frames[:, 0], frames[:, 1]  # (B, 3, H, W) each
     if loss_cfg.view_synthesis_weight:
@@ -78,16 +81,28 @@ def training_step(model, frames, loss_cfg, flows=None):
                + motion_mask_loss(flows[:, 1], out.masks2, channel)) / 2
         loss = loss + loss_cfg.motion_mask_weight * bce
         terms["motion_mask"] = bce.detach()
+    if loss_cfg.distill_weight:
+        if teachers is None:
+            raise ConfigError("loss.distill_weight needs the teachers of loss.distill_from; none were given")
+        # The objectness channel learns the teachers' mean objectness map (distill.py).
+        channel, size = loss_cfg.distill_channel, out.masks1.shape[-2:]
+        bce = (distillation_loss(teachers.objectness(frame1, size), out.masks1, channel)
+               + distillation_loss(teachers.objectness(frame2, size), out.masks2, channel)) / 2
+        loss = loss + loss_cfg.distill_weight * bce
+        terms["distill"] = bce.detach()
     return loss, terms, out
 
 
 def run_metadata(cfg: Config) -> dict:
-    """A run's metadata: the objectness channel is known from the start when the motion masks teach it."""
+    """A run's metadata: the objectness channel is known from the start when the objective teaches it."""
     return metadata(objectness_channel=taught_channel(cfg.loss))
 
 
 def taught_channel(loss_cfg):
-    """The channel the objective makes the objectness channel (``loss.motion_mask_channel``), or None."""
+    """The channel the objective makes the objectness channel (``loss.distill_channel``,
+    ``loss.motion_mask_channel``), or None."""
+    if loss_cfg.distill_weight:
+        return loss_cfg.distill_channel
     return loss_cfg.motion_mask_channel if loss_cfg.motion_mask_weight else None
 
 
@@ -101,12 +116,12 @@ def appearance_output(model, frame1: torch.Tensor, frame2: torch.Tensor) -> AMDO
     return AMDOutput(**{**empty, "masks1": masks[:b], "masks2": masks[b:], "flows12": [], "flows21": []})
 
 
-def optimisation_step(model, optimizer, frames, cfg: Config, amp: bool, flows=None) -> tuple:
+def optimisation_step(model, optimizer, frames, cfg: Config, amp: bool, flows=None, teachers=None) -> tuple:
     """One step of the objective on (B, 2, 3, H, W) frames (and their classical flows, if the
-    loss fits them): forward (bf16 autocast if ``amp``), backward, optional gradient clipping,
-    Adam. Returns (loss, terms, out) of training_step."""
+    loss fits them; the teachers, if it distils): forward (bf16 autocast if ``amp``), backward,
+    optional gradient clipping, Adam. Returns (loss, terms, out) of training_step."""
     with torch.autocast(frames.device.type, dtype=torch.bfloat16, enabled=amp):
-        loss, terms, out = training_step(model, frames, cfg.loss, flows)
+        loss, terms, out = training_step(model, frames, cfg.loss, flows, teachers)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if cfg.train.grad_clip > 0:
@@ -160,6 +175,13 @@ def train(cfg: Config, run_dir, resume: bool = False, overwrite: bool = False) -
     if cfg.loss.motion_mask_weight and not 0 <= cfg.loss.motion_mask_channel < cfg.model.num_segments:
         raise ConfigError(f"loss.motion_mask_channel {cfg.loss.motion_mask_channel} is not one of the "
                           f"{cfg.model.num_segments} mask channels (model.num_segments)")
+    if cfg.loss.distill_weight and not 0 <= cfg.loss.distill_channel < cfg.model.num_segments:
+        raise ConfigError(f"loss.distill_channel {cfg.loss.distill_channel} is not one of the "
+                          f"{cfg.model.num_segments} mask channels (model.num_segments)")
+    if cfg.loss.distill_weight and cfg.loss.motion_mask_weight and cfg.loss.distill_channel != cfg.loss.motion_mask_channel:
+        raise ConfigError("loss.distill_channel and loss.motion_mask_channel teach two channels to be the "
+                          "objectness channel; make them equal")
+    teachers = Teachers(cfg.loss.distill_from, cfg.data.short_edge, device) if cfg.loss.distill_weight else None
     if cfg.data.on_device and cfg.loss.uses_classical_flow:
         raise ConfigError("loss.flow_fit_weight and loss.motion_mask_weight need classical flow, "
                           "which data.on_device does not load")
@@ -201,7 +223,7 @@ def train(cfg: Config, run_dir, resume: bool = False, overwrite: bool = False) -
             frames = batch["frames"].to(device, non_blocking=True)  # (B, 2, 3, H, W)
             flows = batch["flows"].to(device, non_blocking=True) if "flows" in batch else None  # (B, 2, 2, H, W)
             lr = optimizer.param_groups[0]["lr"]
-            loss, terms, out = optimisation_step(ddp_model, optimizer, frames, cfg, amp, flows)
+            loss, terms, out = optimisation_step(ddp_model, optimizer, frames, cfg, amp, flows, teachers)
             scheduler.step()
 
             done = step + 1

@@ -1,0 +1,71 @@
+"""Distillation: f_A learns the mean objectness map of trained models (not the paper's).
+
+Runs of one recipe differ (MODEL_CARD.md: about 0.03 in held-out J between
+two seeds), and the mean objectness map of several runs scores better than
+any one of them. With ``loss.distill_weight`` > 0 the channel
+``loss.distill_channel`` of the network being trained learns that mean map
+from the teachers named in ``loss.distill_from`` (binary cross-entropy
+against the soft map), beside the rest of the objective: one network, the
+ensemble's masks, at the cost of one. Each teacher is a trained model's f_A,
+frozen, read at its own objectness channel and shown the batch at its own
+test scale. Off in the ``paper`` preset.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import CheckpointError, load_model
+
+
+class Teachers:
+    """Frozen appearance networks whose mean objectness map the student learns.
+
+    checkpoints: run folders or weight files, each with its objectness channel
+    stored (``objectness channels``); student_short_edge: the shorter edge the
+    training frames are resized to (``data.short_edge``), against which each
+    teacher's own test scale is set.
+    """
+
+    def __init__(self, checkpoints, student_short_edge: int, device):
+        from .segment import inference_short_edge
+
+        if not checkpoints:
+            raise CheckpointError("loss.distill_weight > 0 needs teachers: name their checkpoints in loss.distill_from")
+        self.members = []  # (f_A, channel, scale)
+        for path in checkpoints:
+            model, cfg, meta = load_model(path, map_location=device)
+            channel = meta.get("objectness_channel")
+            if channel is None:
+                raise CheckpointError(f"teacher {path}: no objectness channel is stored with it; "
+                                      "run `objectness channels` on it first")
+            appearance = model.appearance.eval().requires_grad_(False)
+            self.members.append((appearance, channel, inference_short_edge(cfg) / student_short_edge))
+
+    def __len__(self):
+        return len(self.members)
+
+    @torch.no_grad()
+    def objectness(self, images: torch.Tensor, size) -> torch.Tensor:
+        """(B, h, w) mean objectness map of the teachers on ``images`` (B, 3, H, W) in 0..1, at ``size``."""
+        total = 0
+        for appearance, channel, scale in self.members:
+            x = images.float()
+            if abs(scale - 1) > 1e-3:
+                shape = [max(8, round(side * scale / 8) * 8) for side in images.shape[-2:]]
+                x = F.interpolate(x, size=shape, mode="bilinear", align_corners=False, antialias=True)
+            masks = appearance(x)[:, channel:channel + 1].float()
+            total = total + F.interpolate(masks, size=size, mode="bilinear", align_corners=False)[:, 0]
+        return (total / len(self.members)).clamp(0, 1)
+
+
+def distillation_loss(target: torch.Tensor, masks: torch.Tensor, channel: int) -> torch.Tensor:
+    """Binary cross-entropy of the soft masks' channel ``channel`` against a soft target map.
+
+    target: (B, h, w) in 0..1 on the masks' grid; masks: (B, c, h, w), softmax over c.
+    """
+    if not 0 <= channel < masks.shape[1]:
+        raise ValueError(f"loss.distill_channel {channel} is not one of the {masks.shape[1]} mask channels")
+    with torch.autocast(masks.device.type, enabled=False):
+        prob = masks[:, channel].float().clamp(1e-6, 1 - 1e-6)
+        return F.binary_cross_entropy(prob, target.float())

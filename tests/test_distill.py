@@ -1,0 +1,88 @@
+"""Distillation (distill.py, not the paper's): f_A learns the mean objectness map of trained models."""
+import dataclasses
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from objectness import cli
+from objectness.amd import AMD
+from objectness.checkpoint import CheckpointError, load_model, metadata, save_weights
+from objectness.config import ConfigError, load_config
+from objectness.distill import Teachers, distillation_loss
+from objectness.train import train
+
+
+def _teacher(path, cfg, channel, seed):
+    torch.manual_seed(seed)
+    save_weights(path, AMD(cfg.model), cfg, metadata(objectness_channel=channel))
+    return path
+
+
+def test_the_teachers_map_is_the_mean_of_each_teachers_objectness_channel(tmp_path, tiny_config):
+    a = _teacher(tmp_path / "a.safetensors", tiny_config, 1, seed=0)
+    b = _teacher(tmp_path / "b.safetensors", tiny_config, 3, seed=1)
+    images = torch.rand(2, 3, 64, 64)
+    target = Teachers([a, b], student_short_edge=64, device="cpu").objectness(images, size=(8, 8))
+    expected = [load_model(p)[0].appearance(images)[:, k] for p, k in ((a, 1), (b, 3))]
+    assert target.shape == (2, 8, 8)
+    torch.testing.assert_close(target, (expected[0] + expected[1]) / 2)
+
+
+def test_a_teacher_sees_the_batch_at_its_own_test_scale(tmp_path, tiny_config):
+    # Trained at half the student's scale: it sees the 64 x 64 crops at 32 x 32.
+    cfg = dataclasses.replace(tiny_config, data=dataclasses.replace(tiny_config.data, short_edge=32))
+    path = _teacher(tmp_path / "t.safetensors", cfg, 0, seed=0)
+    images = torch.rand(1, 3, 64, 64)
+    target = Teachers([path], student_short_edge=64, device="cpu").objectness(images, size=(4, 4))
+    small = F.interpolate(images, size=(32, 32), mode="bilinear", align_corners=False, antialias=True)
+    torch.testing.assert_close(target[0], load_model(path)[0].appearance(small)[0, 0])
+
+
+def test_a_teacher_without_an_objectness_channel_is_refused(tmp_path, tiny_config):
+    path = _teacher(tmp_path / "t.safetensors", tiny_config, None, seed=0)
+    with pytest.raises(CheckpointError, match="objectness channels"):
+        Teachers([path], student_short_edge=64, device="cpu")
+    with pytest.raises(CheckpointError, match="loss.distill_from"):
+        Teachers([], student_short_edge=64, device="cpu")
+
+
+def test_fitting_the_loss_reproduces_the_soft_target_in_the_chosen_channel():
+    target = torch.rand(2, 6, 6)
+    logits = torch.zeros(2, 3, 6, 6, requires_grad=True)
+    optimizer = torch.optim.Adam([logits], lr=0.1)
+    for _ in range(300):
+        loss = distillation_loss(target, logits.softmax(1), channel=2)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    torch.testing.assert_close(logits.softmax(1)[:, 2], target, atol=0.02, rtol=0)
+    with pytest.raises(ValueError, match="distill_channel"):
+        distillation_loss(target, logits.softmax(1), channel=3)
+
+
+def test_a_student_learns_its_teachers_map_and_keeps_the_taught_channel(tmp_path, tiny_overrides, tiny_config, capsys):
+    teacher = _teacher(tmp_path / "teacher.safetensors", tiny_config, 4, seed=3)
+    cfg = load_config(None, [*tiny_overrides, "loss.distill_weight=1", "loss.distill_channel=1",
+                             f"loss.distill_from=[{teacher}]", "loss.view_synthesis_weight=0",
+                             "train.steps=30", "train.lr=1e-3", "train.log_every=10"])
+    train(cfg, tmp_path / "run")
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [record["distill"] for record in records]
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    assert load_model(tmp_path / "run")[2]["objectness_channel"] == 1
+    assert cli.main(["channels", "--checkpoint", str(tmp_path / "run"), "--data", "synthetic", "--pairs", "2"]) == 0
+    assert "channel 1 was trained on its teachers' objectness maps" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["loss.distill_channel=5"], "distill_channel 5"),
+    (["loss.motion_mask_weight=1", "loss.motion_mask_channel=1"], "make them equal"),
+    (["loss.distill_from=[missing.safetensors]"], "not found"),
+])
+def test_a_bad_distillation_is_refused_before_the_run_folder_is_made(tmp_path, tiny_overrides, overrides, message):
+    cfg = load_config(None, [*tiny_overrides, "loss.distill_weight=1", "loss.view_synthesis_weight=0", *overrides])
+    with pytest.raises((ConfigError, CheckpointError), match=message):
+        train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
