@@ -40,6 +40,17 @@ def test_a_teacher_sees_the_batch_at_its_own_test_scale(tmp_path, tiny_config):
     torch.testing.assert_close(target[0], load_model(path)[0].appearance(small)[0, 0])
 
 
+def test_a_teacher_with_several_test_scales_gives_the_mean_over_them(tmp_path, tiny_config):
+    cfg = dataclasses.replace(tiny_config, data=dataclasses.replace(tiny_config.data, test_scales=(0.5, 1.0)))
+    path = _teacher(tmp_path / "t.safetensors", cfg, 2, seed=0)
+    images = torch.rand(1, 3, 64, 64)
+    target = Teachers([path], student_short_edge=64, device="cpu").objectness(images, size=(8, 8))
+    appearance = load_model(path)[0].appearance
+    small = F.interpolate(images, size=(32, 32), mode="bilinear", align_corners=False, antialias=True)
+    at_half = F.interpolate(appearance(small)[:, 2:3], size=(8, 8), mode="bilinear", align_corners=False)[0, 0]
+    torch.testing.assert_close(target[0], (at_half + appearance(images)[0, 2]) / 2)
+
+
 def test_a_teacher_without_an_objectness_channel_is_refused(tmp_path, tiny_config):
     path = _teacher(tmp_path / "t.safetensors", tiny_config, None, seed=0)
     with pytest.raises(CheckpointError, match="objectness channels"):

@@ -7,8 +7,9 @@ any one of them. With ``loss.distill_weight`` > 0 the channel
 from the teachers named in ``loss.distill_from`` (binary cross-entropy
 against the soft map), beside the rest of the objective: one network, the
 ensemble's masks, at the cost of one. Each teacher is a trained model's f_A,
-frozen, read at its own objectness channel and shown the batch at its own
-test scale. Off in the ``paper`` preset.
+frozen, read as ``segment`` reads it: its objectness channel, averaged over
+its test scales (``data.test_scales`` of its test shorter edge, relative to
+the scale of the batch). Off in the ``paper`` preset.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import CheckpointError, load_model
+from .inference import mean_objectness
 
 
 class Teachers:
@@ -28,11 +30,11 @@ class Teachers:
     """
 
     def __init__(self, checkpoints, student_short_edge: int, device):
-        from .segment import inference_short_edge
+        from .segment import check_scales, inference_short_edge
 
         if not checkpoints:
             raise CheckpointError("loss.distill_weight > 0 needs teachers: name their checkpoints in loss.distill_from")
-        self.members = []  # (f_A, channel, scale)
+        self.members = []  # (f_A, channel, scales relative to the batch)
         for path in checkpoints:
             model, cfg, meta = load_model(path, map_location=device)
             channel = meta.get("objectness_channel")
@@ -40,7 +42,8 @@ class Teachers:
                 raise CheckpointError(f"teacher {path}: no objectness channel is stored with it; "
                                       "run `objectness channels` on it first")
             appearance = model.appearance.eval().requires_grad_(False)
-            self.members.append((appearance, channel, inference_short_edge(cfg) / student_short_edge))
+            relative = inference_short_edge(cfg) / student_short_edge
+            self.members.append((appearance, channel, [relative * s for s in check_scales(cfg.data.test_scales)]))
 
     def __len__(self):
         return len(self.members)
@@ -49,13 +52,9 @@ class Teachers:
     def objectness(self, images: torch.Tensor, size) -> torch.Tensor:
         """(B, h, w) mean objectness map of the teachers on ``images`` (B, 3, H, W) in 0..1, at ``size``."""
         total = 0
-        for appearance, channel, scale in self.members:
-            x = images.float()
-            if abs(scale - 1) > 1e-3:
-                shape = [max(8, round(side * scale / 8) * 8) for side in images.shape[-2:]]
-                x = F.interpolate(x, size=shape, mode="bilinear", align_corners=False, antialias=True)
-            masks = appearance(x)[:, channel:channel + 1].float()
-            total = total + F.interpolate(masks, size=size, mode="bilinear", align_corners=False)[:, 0]
+        for appearance, channel, scales in self.members:
+            sizes = [[max(8, round(side * scale / 8) * 8) for side in images.shape[-2:]] for scale in scales]
+            total = total + mean_objectness(appearance, images.float(), channel, sizes, size)
         return (total / len(self.members)).clamp(0, 1)
 
 

@@ -28,6 +28,19 @@ def predict_masks(model, images: torch.Tensor, batch_size: int = 16, size=None) 
     return torch.cat(outputs)
 
 
+def mean_objectness(appearance, images: torch.Tensor, channel: int, sizes, out_size) -> torch.Tensor:
+    """(B, h, w): f_A's objectness channel on ``images`` (B, 3, H, W) in 0..1, run at each
+    of ``sizes`` ((H', W') each), resized to ``out_size`` and averaged: multi-scale testing."""
+    total = 0
+    for size in sizes:
+        x = images
+        if tuple(size) != tuple(images.shape[-2:]):
+            x = F.interpolate(images, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+        masks = appearance(x)[:, channel:channel + 1].float()  # (B, 1, h', w')
+        total = total + F.interpolate(masks, size=tuple(out_size), mode="bilinear", align_corners=False)[:, 0]
+    return total / len(sizes)
+
+
 def frames_to_tensor(frames) -> torch.Tensor:
     """uint8 (N, H, W, 3) array -> float (N, 3, H, W) in 0..1."""
     return torch.as_tensor(frames).permute(0, 3, 1, 2).float() / 255

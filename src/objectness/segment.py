@@ -36,7 +36,7 @@ from .classical_flow import FlowCache, cache_short_edge, compute_flows
 from .config import Config, ConfigError
 from .data import IMAGE_SUFFIXES, VIDEO_SUFFIXES, DataError, FrameError, PairDataset, Video, list_frames, natural_key
 from .files import publish, temporary_beside
-from .inference import frames_to_tensor
+from .inference import frames_to_tensor, mean_objectness
 from .metrics import centre_prior
 from .train import make_optimizer, optimisation_step, resolve_device
 from .visualize import mask_strip, overlay, save_image_atomic, soft_map_to_png
@@ -142,15 +142,10 @@ def _objectness(segmenter: Segmenter, images: list) -> list:
     height, width = images[0].shape[:2]
     if segmenter.is_centre_prior:
         return [centre_prior(height, width) for _ in images]
-    appearance = segmenter.model.appearance.eval()
-    channel, total = segmenter.channel, 0
-    for scale in segmenter.scales:
-        short_edge = max(8, round(segmenter.short_edge * scale / 8) * 8)
-        size = inference_size(height, width, short_edge)
-        masks = appearance(_to_inference_size(images, segmenter, size))  # (B, c, h/8, w/8)
-        total = total + F.interpolate(masks[:, channel:channel + 1].float(), size=(height, width), mode="bilinear",
-                                      align_corners=False)[:, 0]  # (B, H, W)
-    maps = total / len(segmenter.scales)
+    batch = frames_to_tensor(np.stack(images)).to(segmenter.device)  # (B, 3, H, W)
+    sizes = [inference_size(height, width, max(8, round(segmenter.short_edge * scale / 8) * 8))
+             for scale in segmenter.scales]
+    maps = mean_objectness(segmenter.model.appearance.eval(), batch, segmenter.channel, sizes, (height, width))
     return list(maps.clamp(0, 1).cpu().numpy())
 
 
