@@ -97,3 +97,25 @@ def test_a_bad_distillation_is_refused_before_the_run_folder_is_made(tmp_path, t
     with pytest.raises((ConfigError, CheckpointError), match=message):
         train(cfg, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_distilled_model_adapts_without_its_teachers(tmp_path, tiny_config, caplog):
+    from objectness import synthetic
+    from objectness.segment import adapt, load_segmenter, segment_images
+
+    video = synthetic.make_video(tiny_config.data.synthetic, 0).frames
+    flow_fit = dataclasses.replace(tiny_config.loss, flow_fit_weight=1.0, view_synthesis_weight=0.0,
+                                   distill_weight=1.0, distill_from=(str(tmp_path / "gone.safetensors"),))
+    cfg = dataclasses.replace(tiny_config, loss=flow_fit,
+                              data=dataclasses.replace(tiny_config.data, flow_cache=str(tmp_path / "flow")))
+    path = _teacher(tmp_path / "student.safetensors", cfg, 0, seed=0)
+    segmenter = load_segmenter(path, device="cpu")
+    adapted = adapt(segmenter, video, steps=2, progress=False)  # the flow fit alone; the teacher file is gone
+    assert not torch.equal(torch.as_tensor(segment_images(adapted, video[:1])[0]),
+                           torch.as_tensor(segment_images(segmenter, video[:1])[0]))
+    # Taught by its teachers alone, there is nothing to adapt with: said once, then segmented as it is.
+    alone = dataclasses.replace(cfg, loss=dataclasses.replace(flow_fit, flow_fit_weight=0.0))
+    segmenter = load_segmenter(_teacher(tmp_path / "alone.safetensors", alone, 0, seed=0), device="cpu")
+    assert adapt(segmenter, video, steps=2, progress=False) is segmenter
+    assert adapt(segmenter, video, steps=2, progress=False) is segmenter
+    assert caplog.text.count("teachers' maps alone") == 1

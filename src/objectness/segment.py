@@ -178,7 +178,8 @@ def adapt(segmenter: Segmenter, frames, steps: int, progress: bool = True, seed:
     ``steps`` steps of the training objective with Adam at the config's train.lr
     (constant) on batches of train.batch_size pairs at data.gap, resized,
     cropped and flipped as in training; a model trained with the flow fit also
-    fits the video's own DIS flow. ``segmenter`` is left untouched.
+    fits the video's own DIS flow. The distillation term is left out (its
+    teachers are not at hand at test time). ``segmenter`` is left untouched.
     frames: a data.Video or a sequence of uint8 (H, W, 3) frames.
     """
     video = _as_video(frames)
@@ -193,6 +194,13 @@ def adapt(segmenter: Segmenter, frames, steps: int, progress: bool = True, seed:
         log.info("video '%s' has one frame, no pair to adapt on: segmenting it per image", video.name)
         return segmenter
     cfg, device = segmenter.cfg, segmenter.device
+    cfg = dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, distill_weight=0.0))
+    if not (cfg.loss.view_synthesis_weight or cfg.loss.uses_classical_flow):
+        if not segmenter.adaptation_noted:
+            log.warning("this model was trained on its teachers' maps alone: without them there is no objective "
+                        "to adapt with, so videos are segmented per image")
+            segmenter.adaptation_noted = True
+        return segmenter
     data_cfg = dataclasses.replace(cfg.data, gap=min(cfg.data.gap, len(video) - 1))
     flows = None
     if cfg.loss.uses_classical_flow:  # the objective reads the video's own classical flow: computed here, not cached
