@@ -17,9 +17,9 @@ RANK_SCRIPT = textwrap.dedent(
     replicas = []
     step = train_module.training_step
 
-    def remembering_step(model, frames, loss_cfg, flows=None):
+    def remembering_step(model, *args):
         replicas.append(model)
-        return step(model, frames, loss_cfg, flows)
+        return step(model, *args)
 
     train_module.training_step = remembering_step
     run_dir, out = sys.argv[1], sys.argv[2]
