@@ -248,7 +248,7 @@ def test_shipped_model_loads_without_pickle_and_segments_a_synthetic_frame():
     path = default_checkpoint()
     assert path.suffix == ".safetensors" and path.stat().st_size <= 25 * 2**20
     segmenter = load_segmenter(path, device="cpu")
-    assert (segmenter.channel, segmenter.cfg.model.num_segments) == (2, 3)  # channel 2 of 3, as MODEL_CARD.md says
+    assert (segmenter.channel, segmenter.cfg.model.num_segments) == (0, 3)  # channel 0 of 3, as MODEL_CARD.md says
     frame = synthetic.make_video(segmenter.cfg.data.synthetic, 0).frames[0]
     (soft,) = segment_images(segmenter, [frame])
     assert soft.shape == frame.shape[:2] and soft.dtype == np.float32
