@@ -34,11 +34,11 @@ from .checkpoint import (
 )
 from .config import Config, ConfigError, save_config, to_dict
 from .data import build_pair_dataset
+from .distill import Teachers, distillation_loss
 from .flow_fit import flow_fit_loss
 from .gpu_data import DeviceFrames, DevicePairLoader
 from .logger import MetricsLogger
 from .loss import view_synthesis_loss
-from .distill import Teachers, distillation_loss
 from .motion_masks import motion_mask_loss
 from .warp import backward_warp
 
