@@ -45,9 +45,6 @@ class Teachers:
             relative = inference_short_edge(cfg) / student_short_edge
             self.members.append((appearance, channel, [relative * s for s in check_scales(cfg.data.test_scales)]))
 
-    def __len__(self):
-        return len(self.members)
-
     @torch.no_grad()
     def objectness(self, images: torch.Tensor, size) -> torch.Tensor:
         """(B, h, w) mean objectness map of the teachers on ``images`` (B, 3, H, W) in 0..1, at ``size``."""

@@ -86,8 +86,8 @@ def training_step(model, frames, loss_cfg, flows=None, teachers=None):
             raise ConfigError("loss.distill_weight needs the teachers of loss.distill_from; none were given")
         # The objectness channel learns the teachers' mean objectness map (distill.py).
         channel, size = loss_cfg.distill_channel, out.masks1.shape[-2:]
-        bce = (distillation_loss(teachers.objectness(frame1, size), out.masks1, channel)
-               + distillation_loss(teachers.objectness(frame2, size), out.masks2, channel)) / 2
+        target1, target2 = teachers.objectness(torch.cat([frame1, frame2]), size).chunk(2)  # (B, h, w) each
+        bce = (distillation_loss(target1, out.masks1, channel) + distillation_loss(target2, out.masks2, channel)) / 2
         loss = loss + loss_cfg.distill_weight * bce
         terms["distill"] = bce.detach()
     return loss, terms, out
