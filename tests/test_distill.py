@@ -2,6 +2,7 @@
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,6 +12,7 @@ from objectness.amd import AMD
 from objectness.checkpoint import CheckpointError, load_model, metadata, save_weights
 from objectness.config import ConfigError, load_config
 from objectness.distill import Teachers, distillation_loss
+from objectness.refine import refine_objectness
 from objectness.train import train
 
 
@@ -49,6 +51,22 @@ def test_a_teacher_with_several_test_scales_gives_the_mean_over_them(tmp_path, t
     small = F.interpolate(images, size=(32, 32), mode="bilinear", align_corners=False, antialias=True)
     at_half = F.interpolate(appearance(small)[:, 2:3], size=(8, 8), mode="bilinear", align_corners=False)[0, 0]
     torch.testing.assert_close(target[0], (at_half + appearance(images)[0, 2]) / 2)
+
+
+def test_a_teacher_with_a_guided_filter_is_refined_on_the_crop_then_averaged_to_the_grid(tmp_path, tiny_config):
+    cfg = dataclasses.replace(tiny_config, data=dataclasses.replace(tiny_config.data, test_guided_radius=0.2,
+                                                                   test_guided_eps=0.01))
+    path = _teacher(tmp_path / "t.safetensors", cfg, 1, seed=0)
+    images = torch.rand(2, 3, 64, 64)
+    target = Teachers([path], student_short_edge=64, device="cpu").objectness(images, size=(8, 8))
+    soft = load_model(path)[0].appearance(images)[:, 1:2]
+    full = F.interpolate(soft, size=(64, 64), mode="bilinear", align_corners=False)[:, 0].clamp(0, 1)
+    refined = [refine_objectness(image.permute(1, 2, 0).numpy(), m.numpy(), 0.2, 0.01)
+               for image, m in zip(images, full.detach())]
+    expected = F.avg_pool2d(torch.from_numpy(np.stack(refined))[:, None], 8)[:, 0]
+    torch.testing.assert_close(target, expected, atol=1e-5, rtol=0)
+    unrefined = F.avg_pool2d(full[:, None], 8)[:, 0]
+    assert (target - unrefined).abs().max() > 1e-3  # the filter changed the target
 
 
 def test_a_teacher_without_an_objectness_channel_is_refused(tmp_path, tiny_config):

@@ -150,6 +150,19 @@ def test_predictions_made_at_other_test_scales_are_not_reused(video_root, tmp_pa
         evaluate(two, "davis2016", root, tmp_path / "out", reuse=True, progress=False)
 
 
+def test_predictions_made_with_another_guided_filter_are_not_reused(video_root, tmp_path, tiny_config):
+    root, _ = video_root
+    torch.manual_seed(0)
+    save_weights(tmp_path / "model.safetensors", AMD(tiny_config.model), tiny_config, metadata(objectness_channel=1))
+    plain = load_segmenter(tmp_path / "model.safetensors", device="cpu")
+    assert evaluate(plain, "davis2016", root, tmp_path / "out", progress=False)["guided_filter"] is None
+    refined = load_segmenter(tmp_path / "model.safetensors", device="cpu", guided_radius=0.2)
+    with pytest.raises(EvaluationError, match="guided_filter"):
+        evaluate(refined, "davis2016", root, tmp_path / "out", reuse=True, progress=False)
+    summary = evaluate(refined, "davis2016", root, tmp_path / "out", overwrite=True, progress=False)
+    assert summary["guided_filter"] == {"radius": 0.2, "eps": 0.001}
+
+
 def test_cli_evaluates_the_centre_prior_and_prints_the_table(video_root, tmp_path, capsys):
     root, _ = video_root
     code = cli.main(["evaluate", "davis2016", "--root", str(root), "--checkpoint", "centre-prior",

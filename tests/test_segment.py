@@ -13,6 +13,7 @@ from objectness.amd import AMD
 from objectness.checkpoint import CheckpointError, metadata, save_weights
 from objectness.config import ConfigError
 from objectness.metrics import centre_prior
+from objectness.refine import refine_objectness
 from objectness.segment import (
     adapt,
     all_channels,
@@ -127,6 +128,21 @@ def test_scales_default_to_the_checkpoints_test_scales(tmp_path, tiny_config):
     path = _save_model(tmp_path / "model.safetensors", cfg, CHANNEL)
     assert load_segmenter(path, device="cpu").scales == (0.75, 1.25)
     assert load_segmenter(path, device="cpu", scales=[1]).scales == (1.0,)
+
+
+def test_the_guided_filter_refines_each_map_with_its_own_image(tmp_path, tiny_config):
+    cfg = dataclasses.replace(tiny_config, data=dataclasses.replace(tiny_config.data, test_guided_radius=0.25))
+    path = _save_model(tmp_path / "model.safetensors", cfg, CHANNEL)
+    refined = load_segmenter(path, device="cpu")
+    assert (refined.guided_radius, refined.guided_eps) == (0.25, 0.001)
+    plain = load_segmenter(path, device="cpu", guided_radius=0)
+    images = [_image(48, 64), _image(48, 64)[::-1].copy()]
+    raw, maps = segment_images(plain, images), segment_images(refined, images)
+    for image, soft, refined_map in zip(images, raw, maps):
+        np.testing.assert_allclose(refined_map, refine_objectness(image, soft, 0.25, 0.001), atol=1e-6)
+        assert not np.allclose(refined_map, soft, atol=1e-3)
+    with pytest.raises(ConfigError, match="guided filter radius"):
+        load_segmenter(path, device="cpu", guided_radius=0.9)
 
 
 @pytest.mark.parametrize("scales", [[], [0], [-1.0], ["a"]])
@@ -248,7 +264,8 @@ def test_shipped_model_loads_without_pickle_and_segments_a_synthetic_frame():
     path = default_checkpoint()
     assert path.suffix == ".safetensors" and path.stat().st_size <= 25 * 2**20
     segmenter = load_segmenter(path, device="cpu")
-    assert (segmenter.channel, segmenter.cfg.model.num_segments) == (0, 3)  # channel 0 of 3, as MODEL_CARD.md says
+    # Channel 0 of 3, refined by the guided filter, as MODEL_CARD.md says.
+    assert (segmenter.channel, segmenter.cfg.model.num_segments, segmenter.guided_radius) == (0, 3, 0.13)
     frame = synthetic.make_video(segmenter.cfg.data.synthetic, 0).frames[0]
     (soft,) = segment_images(segmenter, [frame])
     assert soft.shape == frame.shape[:2] and soft.dtype == np.float32

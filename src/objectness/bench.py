@@ -39,6 +39,7 @@ from .config import Config, ConfigError, load_config, to_dict
 from .data import Video, build_pair_dataset
 from .files import write_json
 from .gpu_data import DeviceFrames, DevicePairLoader
+from .refine import check_guided_filter
 from .segment import BATCH_SIZE, Segmenter, adapt, check_scales, inference_short_edge, inference_size, segment_video
 from .train import make_optimizer, optimisation_step, pair_loader, resolve_device, training_step
 
@@ -280,8 +281,10 @@ def bench_adapt(cfg: Config, device: torch.device, options: BenchOptions, peaks:
     """segment.adapt on a synthetic 480p video, then segmenting its frames with the adapted copy."""
     steps = options.adapt_steps or (PAPER_ADAPT_STEPS if device.type == "cuda" else 2)
     video = synthetic_video(options.video_frames)
+    # Segmenting at every test scale, with the guided filter where the preset has one, as segment does.
     segmenter = Segmenter(build_model(cfg, device).eval(), cfg, 0, device, inference_short_edge(cfg),
-                          check_scales(cfg.data.test_scales))  # segmenting at every test scale, as segment does
+                          check_scales(cfg.data.test_scales),
+                          *check_guided_filter(cfg.data.test_guided_radius, cfg.data.test_guided_eps))
     if options.warmup:
         adapt(segmenter, video, options.warmup, progress=False)
     reset_peak_memory(device)

@@ -138,16 +138,20 @@ def add_segment_parser(subparsers) -> None:
                         help="adapt to each video for N steps first (N = 100 if omitted; default: no adaptation); "
                              "put it after the inputs")
     parser.add_argument("--images", action="store_true", help="a folder holds independent images, not a video")
-    _add_scales_argument(parser)
+    _add_test_time_arguments(parser)
     parser.add_argument("--device", default="auto", metavar="D", help="auto, cpu, cuda, cuda:1, ... (default: auto)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output folders of the inputs")
     parser.set_defaults(run=run_segment)
 
 
-def _add_scales_argument(parser) -> None:
+def _add_test_time_arguments(parser) -> None:
     parser.add_argument("--scales", type=_positive_float, nargs="+", metavar="S",
                         help="average the objectness maps at these multiples of the test shorter edge, e.g. "
                              "--scales 1 for one scale (default: the checkpoint's data.test_scales)")
+    parser.add_argument("--guided-radius", type=_unit_interval, metavar="R",
+                        help="refine each objectness map by the guided filter with the image as guide, in windows "
+                             "of radius R times the shorter edge; 0 turns it off (default: the checkpoint's "
+                             "data.test_guided_radius)")
 
 
 def _positive_float(text: str) -> float:
@@ -184,7 +188,7 @@ def run_segment(args) -> int:
     from .segment import default_checkpoint, load_segmenter, segment_inputs
 
     checkpoint = args.checkpoint if args.checkpoint is not None else default_checkpoint()
-    segmenter = load_segmenter(checkpoint, args.channel, args.device, args.scales)
+    segmenter = load_segmenter(checkpoint, args.channel, args.device, args.scales, args.guided_radius)
     summary = segment_inputs(segmenter, args.inputs, args.out, threshold=args.threshold, adapt_steps=args.adapt,
                              images=args.images, overwrite=args.overwrite)
     print(f"segmented {len(summary['outputs'])} input(s): results in {args.out}")
@@ -300,7 +304,7 @@ def add_evaluate_parser(subparsers) -> None:
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     parser.add_argument("--reuse", action="store_true", help="score the predictions cached in --out instead of segmenting again")
     parser.add_argument("--overwrite", action="store_true", help="replace an evaluation already in --out")
-    _add_scales_argument(parser)
+    _add_test_time_arguments(parser)
     parser.add_argument("--device", default="auto", metavar="D", help="auto, cpu, cuda, ... (default: auto)")
     parser.set_defaults(run=run_evaluate)
 
@@ -313,7 +317,8 @@ def run_evaluate(args) -> int:
     if args.root is None and (args.images is None or args.masks is None):
         raise ConfigError("evaluate: give --root (or, for a saliency set, --images and --masks)")
     checkpoint = args.checkpoint if args.checkpoint is not None else default_checkpoint()
-    segmenter = load_segmenter(checkpoint, channel=args.channel, device=args.device, scales=args.scales)
+    segmenter = load_segmenter(checkpoint, channel=args.channel, device=args.device, scales=args.scales,
+                               guided_radius=args.guided_radius)
     summary = evaluate(segmenter, args.benchmark, args.root, args.out, mode=args.mode, adapt_steps=args.adapt,
                        split=args.split, resolution=args.resolution, images=args.images, masks=args.masks,
                        threshold=args.threshold, reuse=args.reuse, overwrite=args.overwrite,

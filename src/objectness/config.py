@@ -144,6 +144,11 @@ class DataConfig:
     # Segmenting: the objectness map is the mean of f_A's maps at these multiples of the
     # test shorter edge, each upsampled to the image (multi-scale testing; [1.0] in the paper).
     test_scales: tuple = (1.0,)
+    # Segmenting, not the paper's (0 there): the objectness map refined by the guided filter
+    # with the image as guide (refine.py), in windows whose radius is this fraction of the
+    # image's shorter edge, regularised by test_guided_eps (colours in 0..1).
+    test_guided_radius: float = 0.0
+    test_guided_eps: float = 0.001
     flow_cache: Optional[str] = None  # folder of cached classical flow (loss.flow_fit_weight, loss.motion_mask_weight); null = ~/.cache/objectness/flow
     scale_range: tuple = (0.96, 1.0)
     crop_size: tuple = (384, 384)

@@ -9,15 +9,20 @@ against the soft map), beside the rest of the objective: one network, the
 ensemble's masks, at the cost of one. Each teacher is a trained model's f_A,
 frozen, read as ``segment`` reads it: its objectness channel, averaged over
 its test scales (``data.test_scales`` of its test shorter edge, relative to
-the scale of the batch). Off in the ``paper`` preset.
+the scale of the batch), and refined by the guided filter of each training
+crop where the teacher has one (``data.test_guided_radius``, a fraction of the
+crop's shorter edge; refine.py), at the crop's resolution before it is
+averaged down to the student's mask grid. Off in the ``paper`` preset.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .checkpoint import CheckpointError, load_model
 from .inference import mean_objectness
+from .refine import check_guided_filter, refine_objectness
 
 
 class Teachers:
@@ -34,7 +39,7 @@ class Teachers:
 
         if not checkpoints:
             raise CheckpointError("loss.distill_weight > 0 needs teachers: name their checkpoints in loss.distill_from")
-        self.members = []  # (f_A, channel, scales relative to the batch)
+        self.members = []  # (f_A, channel, scales relative to the batch, (guided radius, eps))
         for path in checkpoints:
             model, cfg, meta = load_model(path, map_location=device)
             channel = meta.get("objectness_channel")
@@ -43,16 +48,30 @@ class Teachers:
                                       "run `objectness channels` on it first")
             appearance = model.appearance.eval().requires_grad_(False)
             relative = inference_short_edge(cfg) / student_short_edge
-            self.members.append((appearance, channel, [relative * s for s in check_scales(cfg.data.test_scales)]))
+            scales = [relative * s for s in check_scales(cfg.data.test_scales)]
+            guided = check_guided_filter(cfg.data.test_guided_radius, cfg.data.test_guided_eps)
+            self.members.append((appearance, channel, scales, guided))
 
     @torch.no_grad()
     def objectness(self, images: torch.Tensor, size) -> torch.Tensor:
         """(B, h, w) mean objectness map of the teachers on ``images`` (B, 3, H, W) in 0..1, at ``size``."""
         total = 0
-        for appearance, channel, scales in self.members:
+        for appearance, channel, scales, (radius, eps) in self.members:
             sizes = [[max(8, round(side * scale / 8) * 8) for side in images.shape[-2:]] for scale in scales]
-            total = total + mean_objectness(appearance, images.float(), channel, sizes, size)
+            if radius == 0:
+                total = total + mean_objectness(appearance, images.float(), channel, sizes, size)
+                continue
+            maps = mean_objectness(appearance, images.float(), channel, sizes, images.shape[-2:]).clamp(0, 1)
+            refined = _refined(images, maps, radius, eps).to(images.device)
+            total = total + F.interpolate(refined[:, None], size=tuple(size), mode="area")[:, 0]
         return (total / len(self.members)).clamp(0, 1)
+
+
+def _refined(images: torch.Tensor, maps: torch.Tensor, radius: float, eps: float) -> torch.Tensor:
+    """Each map (B, H, W) refined by the guided filter of its image (B, 3, H, W) in 0..1, on the CPU."""
+    colours = images.detach().float().permute(0, 2, 3, 1).cpu().numpy()
+    return torch.from_numpy(np.stack([refine_objectness(image, soft, radius, eps)
+                                      for image, soft in zip(colours, maps.cpu().numpy())]))
 
 
 def distillation_loss(target: torch.Tensor, masks: torch.Tensor, channel: int) -> torch.Tensor:

@@ -79,7 +79,7 @@ def evaluate(segmenter, benchmark: str, root, out_dir, mode: str = "per-image", 
     out_dir = Path(out_dir)
     settings = {"benchmark": benchmark, "root": str(root), "mode": mode, "model": model_name,
                 "threshold": threshold, "split": split, "resolution": resolution,
-                "test_scales": _test_scales(segmenter)}
+                "test_scales": _test_scales(segmenter), "guided_filter": _guided_filter(segmenter)}
     _check_out_dir(out_dir, settings, overwrite=overwrite, reuse=reuse)
     predictions = Predictions(out_dir / "predictions", reuse)
     if kind == "video":
@@ -106,6 +106,13 @@ def _test_scales(segmenter):
     return list(segmenter.scales)
 
 
+def _guided_filter(segmenter):
+    """{radius, eps} of the segmenter's guided filter (refine.py), or None when it has none."""
+    if segmenter is None or segmenter.is_centre_prior or segmenter.guided_radius == 0:
+        return None
+    return {"radius": segmenter.guided_radius, "eps": segmenter.guided_eps}
+
+
 def _check_out_dir(out_dir: Path, settings: dict, overwrite: bool, reuse: bool) -> None:
     previous = out_dir / "summary.json"
     if not previous.exists() or overwrite:
@@ -114,7 +121,9 @@ def _check_out_dir(out_dir: Path, settings: dict, overwrite: bool, reuse: bool) 
         raise FileExistsError(f"{out_dir} already holds an evaluation; pass --overwrite to replace it "
                               "or --reuse to score its cached predictions again")
     earlier = json.loads(previous.read_text())
-    changed = [key for key in ("benchmark", "mode", "model", "test_scales")
+    # A summary written before the guided filter existed was made without it.
+    earlier.setdefault("guided_filter", None)
+    changed = [key for key in ("benchmark", "mode", "model", "test_scales", "guided_filter")
                if key in earlier and earlier[key] != settings[key]]
     if changed:
         raise EvaluationError(f"{out_dir}: its cached predictions were made with another "
@@ -208,7 +217,7 @@ def _paper(benchmark: str, mode: str, scores: dict) -> list:
 def format_markdown(summary: dict) -> str:
     """The summary as a Markdown report: settings, every score, and the paper's numbers beside ours."""
     lines = [f"# {summary['benchmark']}, {summary['mode']}", ""]
-    for key in ("model", "root", "split", "resolution", "adapt_steps", "test_scales", "threshold"):
+    for key in ("model", "root", "split", "resolution", "adapt_steps", "test_scales", "guided_filter", "threshold"):
         if summary.get(key) not in (None, ""):
             lines.append(f"- {key}: {summary[key]}")
     lines += ["", "| metric | ours |", "| --- | --- |"]

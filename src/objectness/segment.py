@@ -38,6 +38,7 @@ from .data import IMAGE_SUFFIXES, VIDEO_SUFFIXES, DataError, FrameError, PairDat
 from .files import publish, temporary_beside
 from .inference import frames_to_tensor, mean_objectness
 from .metrics import centre_prior
+from .refine import check_guided_filter, refine_objectness
 from .train import make_optimizer, optimisation_step, resolve_device
 from .visualize import mask_strip, overlay, save_image_atomic, soft_map_to_png
 
@@ -59,6 +60,8 @@ class Segmenter:
     device: torch.device
     short_edge: int = 0  # test-time shorter edge in pixels, a multiple of 8
     scales: tuple = (1.0,)  # the objectness map is the mean over these multiples of short_edge
+    guided_radius: float = 0.0  # refine.py: guided filter radius, a fraction of the shorter edge; 0 = off
+    guided_eps: float = 0.001
     adaptation_noted: bool = field(default=False, repr=False)  # the baseline said once it cannot adapt
 
     @property
@@ -78,13 +81,16 @@ def default_checkpoint() -> Path:
     return path
 
 
-def load_segmenter(checkpoint, channel: Optional[int] = None, device="auto", scales=None) -> Segmenter:
+def load_segmenter(checkpoint, channel: Optional[int] = None, device="auto", scales=None,
+                   guided_radius: Optional[float] = None) -> Segmenter:
     """A segmenter from a run folder, last.pt or .safetensors file, or ``"centre-prior"``.
 
     The objectness channel is ``channel`` if given, else the one stored with the
     checkpoint by ``objectness channels``. device: auto (CUDA when there is a GPU),
     cpu, cuda, cuda:1, ... scales: multiples of the test shorter edge whose maps
-    are averaged (default: the checkpoint's ``data.test_scales``).
+    are averaged (default: the checkpoint's ``data.test_scales``). guided_radius:
+    the guided filter's radius as a fraction of the shorter edge, 0 = off (default:
+    the checkpoint's ``data.test_guided_radius``).
     """
     device = resolve_device(device)
     if str(checkpoint) == CENTRE_PRIOR:
@@ -100,7 +106,9 @@ def load_segmenter(checkpoint, channel: Optional[int] = None, device="auto", sca
         raise CheckpointError(f"objectness channel {channel!r} is out of range: "
                               f"{checkpoint} has {count} mask channels (0 to {count - 1})")
     scales = check_scales(cfg.data.test_scales if scales is None else scales)
-    return Segmenter(model, cfg, channel, device, inference_short_edge(cfg), scales)
+    radius, eps = check_guided_filter(cfg.data.test_guided_radius if guided_radius is None else guided_radius,
+                                      cfg.data.test_guided_eps)
+    return Segmenter(model, cfg, channel, device, inference_short_edge(cfg), scales, radius, eps)
 
 
 def check_scales(scales) -> tuple:
@@ -138,7 +146,8 @@ def _to_inference_size(images: list, segmenter: Segmenter, size=None) -> torch.T
 @torch.no_grad()
 def _objectness(segmenter: Segmenter, images: list) -> list:
     """Soft objectness maps of same-size uint8 images, each float32 (H, W) in 0..1: the mean of
-    the objectness channel at each of the segmenter's scales, upsampled to the images."""
+    the objectness channel at each of the segmenter's scales, upsampled to the images, then
+    refined by the guided filter of each image where the segmenter has a radius."""
     height, width = images[0].shape[:2]
     if segmenter.is_centre_prior:
         return [centre_prior(height, width) for _ in images]
@@ -146,7 +155,8 @@ def _objectness(segmenter: Segmenter, images: list) -> list:
     sizes = [inference_size(height, width, max(8, round(segmenter.short_edge * scale / 8) * 8))
              for scale in segmenter.scales]
     maps = mean_objectness(segmenter.model.appearance.eval(), batch, segmenter.channel, sizes, (height, width))
-    return list(maps.clamp(0, 1).cpu().numpy())
+    return [refine_objectness(image, soft, segmenter.guided_radius, segmenter.guided_eps)
+            for image, soft in zip(images, maps.clamp(0, 1).cpu().numpy())]
 
 
 def segment_images(segmenter: Segmenter, images, batch_size: int = BATCH_SIZE) -> list:
