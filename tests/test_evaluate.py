@@ -161,6 +161,7 @@ def test_predictions_made_with_another_guided_filter_are_not_reused(video_root, 
         evaluate(refined, "davis2016", root, tmp_path / "out", reuse=True, progress=False)
     summary = evaluate(refined, "davis2016", root, tmp_path / "out", overwrite=True, progress=False)
     assert summary["guided_filter"] == {"radius": 0.2, "eps": 0.001}
+    assert "- guided_filter: radius 0.2 of the shorter edge, eps 0.001" in (tmp_path / "out" / "summary.md").read_text()
 
 
 def test_cli_evaluates_the_centre_prior_and_prints_the_table(video_root, tmp_path, capsys):

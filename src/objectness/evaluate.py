@@ -218,8 +218,11 @@ def format_markdown(summary: dict) -> str:
     """The summary as a Markdown report: settings, every score, and the paper's numbers beside ours."""
     lines = [f"# {summary['benchmark']}, {summary['mode']}", ""]
     for key in ("model", "root", "split", "resolution", "adapt_steps", "test_scales", "guided_filter", "threshold"):
-        if summary.get(key) not in (None, ""):
-            lines.append(f"- {key}: {summary[key]}")
+        value = summary.get(key)
+        if key == "guided_filter" and value:
+            value = f"radius {value['radius']} of the shorter edge, eps {value['eps']}"
+        if value not in (None, ""):
+            lines.append(f"- {key}: {value}")
     lines += ["", "| metric | ours |", "| --- | --- |"]
     lines += [f"| {key} | {_number(value)} |" for key, value in summary["scores"].items()]
     if summary["paper"]:
