@@ -55,21 +55,20 @@ def guided_filter(image: np.ndarray, soft_map: np.ndarray, radius: int, eps: flo
     mean_i = [_box(c, radius) for c in channels]
     mean_p = _box(p, radius)
     cov_ip = [_box(c * p, radius) - m * mean_p for c, m in zip(channels, mean_i)]
-    # The colour covariance in each window (symmetric 3 x 3), eps on its diagonal.
-    var = {}
-    for i in range(3):
-        for j in range(i, 3):
-            var[i, j] = _box(channels[i] * channels[j], radius) - mean_i[i] * mean_i[j] + (eps if i == j else 0.0)
-    a_, b_, c_, d_, e_, f_ = var[0, 0], var[0, 1], var[0, 2], var[1, 1], var[1, 2], var[2, 2]
-    # Its inverse by cofactors (one 3 x 3 solve per pixel, vectorised).
-    inv = {(0, 0): d_ * f_ - e_ * e_, (0, 1): c_ * e_ - b_ * f_, (0, 2): b_ * e_ - c_ * d_,
-           (1, 1): a_ * f_ - c_ * c_, (1, 2): b_ * c_ - a_ * e_, (2, 2): a_ * d_ - b_ * b_}
-    det = a_ * inv[0, 0] + b_ * inv[0, 1] + c_ * inv[0, 2]
 
-    def inverse(i, j):
-        return inv[min(i, j), max(i, j)]
+    # The colour covariance in each window, a symmetric 3 x 3 matrix with eps on its diagonal.
+    def covariance(i, j):
+        return _box(channels[i] * channels[j], radius) - mean_i[i] * mean_i[j] + (eps if i == j else 0.0)
 
-    a = [sum(inverse(i, j) * cov_ip[j] for j in range(3)) / det for i in range(3)]
+    rr, rg, rb, gg, gb, bb = (covariance(i, j) for i, j in ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)))
+    # a = its inverse times cov_ip, per pixel, by cofactors (the inverse is symmetric too).
+    inv_rr, inv_rg, inv_rb = gg * bb - gb * gb, rb * gb - rg * bb, rg * gb - rb * gg
+    inv_gg, inv_gb, inv_bb = rr * bb - rb * rb, rg * rb - rr * gb, rr * gg - rg * rg
+    det = rr * inv_rr + rg * inv_rg + rb * inv_rb
+    cov_r, cov_g, cov_b = cov_ip
+    a = [(inv_rr * cov_r + inv_rg * cov_g + inv_rb * cov_b) / det,
+         (inv_rg * cov_r + inv_gg * cov_g + inv_gb * cov_b) / det,
+         (inv_rb * cov_r + inv_gb * cov_g + inv_bb * cov_b) / det]
     b = mean_p - sum(a[i] * mean_i[i] for i in range(3))
     return sum(_box(a[i], radius) * channels[i] for i in range(3)) + _box(b, radius)
 
