@@ -22,6 +22,11 @@ def test_paper_preset_holds_the_papers_recipe():
     assert (cfg.loss.l1_weight, cfg.loss.ssim_weight, cfg.loss.level_weights) == (0.15, 0.85, (1, 1, 1, 1))
     assert (cfg.train.lr, cfg.train.min_lr, cfg.train.weight_decay, cfg.train.steps) == (1e-4, 1e-6, 1e-6, 400_000)
     assert cfg.data.crop_size == (384, 384) and cfg.data.short_edge == 400
+    # Every option beyond the paper is off in it.
+    loss = cfg.loss
+    assert (loss.flow_fit_weight, loss.motion_mask_weight, loss.distill_weight, loss.paste_weight) == (0, 0, 0, 0)
+    assert loss.view_synthesis_weight == 1 and cfg.data.color_jitter == 0
+    assert cfg.data.test_scales == (1.0,) and cfg.data.test_guided_radius == 0
 
 
 def test_overrides_parse_yaml_values_including_bare_exponents():

@@ -11,7 +11,7 @@ from objectness import cli
 from objectness.amd import AMD
 from objectness.checkpoint import CheckpointError, load_model, metadata, save_weights
 from objectness.config import ConfigError, load_config
-from objectness.distill import Teachers, distillation_loss
+from objectness.distill import Teachers, distillation_loss, paste_objects
 from objectness.refine import refine_objectness
 from objectness.train import train
 
@@ -105,13 +105,60 @@ def test_a_student_learns_its_teachers_map_and_keeps_the_taught_channel(tmp_path
     assert "channel 1 was trained on its teachers' objectness maps" in capsys.readouterr().out
 
 
+def test_a_pasted_object_keeps_its_pixels_and_its_map_where_it_lands():
+    images = torch.rand(3, 3, 32, 48)
+    objectness = torch.zeros(3, 32, 48)
+    objectness[0, 12:20, 16:32] = 1  # image 0: a rectangle that stays in the frame; images 1, 2: no object
+    composites, target = paste_objects(images, objectness, scale_range=(1, 1), generator=torch.Generator().manual_seed(0))
+    # Composite 0: image 0's rectangle (moved, perhaps mirrored) over image 2.
+    landed = target[0] > 1 - 1e-5  # wholly under the pasted rectangle
+    assert landed.sum() >= 7 * 15  # 8 x 16 moved by a fraction of a pixel: its interior at least
+    assert target[0].sum() == pytest.approx(8 * 16, abs=2)  # its edges, cut between pixels, sharpened
+    inside = composites[0][:, landed]
+    colours = images[0].permute(1, 2, 0)[12:20, 16:32].reshape(-1, 3)
+    # Each pasted pixel is a blend of the rectangle's neighbouring pixels: within their colour range.
+    assert (inside.T >= colours.min(0).values - 1e-5).all() and (inside.T <= colours.max(0).values + 1e-5).all()
+    torch.testing.assert_close(composites[0][:, target[0] == 0], images[2][:, target[0] == 0])
+    # Composite 1: image 1 has no object to paste, so it is image 0 as it was, with image 0's own map.
+    torch.testing.assert_close(composites[1], images[0])
+    torch.testing.assert_close(target[1], objectness[0])
+
+
+def test_a_pasted_object_moves_where_the_shift_and_scale_say():
+    images = torch.zeros(2, 3, 40, 40)
+    objectness = torch.zeros(2, 40, 40)
+    objectness[0, 16:24, 16:24] = 1  # centred: a shift without scaling moves its centre, a scale keeps it
+    generator = torch.Generator().manual_seed(1)
+    _, target = paste_objects(images, objectness, scale_range=(2, 2), generator=generator)
+    area = target[0].sum()
+    assert 230 < area < 290  # 8 x 8 at scale 2 is 256 pixels (bilinear edges)
+    rows, cols = torch.nonzero(target[0] > 0.5, as_tuple=True)
+    centre = torch.stack([rows.float().mean(), cols.float().mean()]) - 19.5
+    assert centre.abs().max() <= 10.5  # at most a quarter of each side away from the middle
+
+
+def test_a_student_with_pasted_objects_learns_them_too(tmp_path, tiny_overrides, tiny_config):
+    teacher = _teacher(tmp_path / "teacher.safetensors", tiny_config, 4, seed=3)
+    cfg = load_config(None, [*tiny_overrides, "loss.distill_weight=1", "loss.paste_weight=1",
+                             f"loss.distill_from=[{teacher}]", "loss.view_synthesis_weight=0",
+                             "train.steps=30", "train.lr=1e-3", "train.log_every=10"])
+    train(cfg, tmp_path / "run")
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    pasted = [record["paste"] for record in records]
+    assert len(pasted) == 3 and pasted[-1] < pasted[0]
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["loss.distill_channel=5"], "distill_channel 5"),
+    (["loss.paste_scale_range=[0, 1]"], "paste_scale_range"),
+    (["loss.paste_scale_range=[1.2]"], "paste_scale_range"),
     (["loss.motion_mask_weight=1", "loss.motion_mask_channel=1"], "make them equal"),
     (["loss.distill_from=[missing.safetensors]"], "not found"),
+    (["loss.distill_weight=0"], "needs loss.distill_weight"),
 ])
 def test_a_bad_distillation_is_refused_before_the_run_folder_is_made(tmp_path, tiny_overrides, overrides, message):
-    cfg = load_config(None, [*tiny_overrides, "loss.distill_weight=1", "loss.view_synthesis_weight=0", *overrides])
+    cfg = load_config(None, [*tiny_overrides, "loss.distill_weight=1", "loss.paste_weight=1",
+                             "loss.view_synthesis_weight=0", *overrides])
     with pytest.raises((ConfigError, CheckpointError), match=message):
         train(cfg, tmp_path / "run")
     assert not (tmp_path / "run").exists()

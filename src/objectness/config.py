@@ -90,6 +90,11 @@ class LossConfig:
     distill_weight: float = 0.0
     distill_from: tuple = ()  # the teachers: run folders or weight files, each with its objectness channel
     distill_channel: int = 0  # the channel that learns the teachers' map: the objectness channel
+    # Not the paper's (0 there): with the distillation, each frame's object (the
+    # teachers' map as its alpha) pasted, moved and rescaled, onto another frame
+    # of the batch; the channel learns the composite's map (distill.py).
+    paste_weight: float = 0.0
+    paste_scale_range: tuple = (0.7, 1.3)  # the pasted object's scale, U(low, high)
     # Weight of view synthesis (eq. 8), 1 in the paper; 0 trains f_A on the
     # flow fit alone, without running f_M (one process only).
     view_synthesis_weight: float = 1.0

@@ -12,7 +12,10 @@ its test scales (``data.test_scales`` of its test shorter edge, relative to
 the scale of the batch), and refined by the guided filter of each training
 crop where the teacher has one (``data.test_guided_radius``, a fraction of the
 crop's shorter edge; refine.py), at the crop's resolution before it is
-averaged down to the student's mask grid. Off in the ``paper`` preset.
+averaged down to the student's mask grid. With ``loss.paste_weight`` > 0 the
+channel also learns composites: each frame's object, as its teachers' map
+outlines it, pasted at another scale and place onto another frame of the batch
+(``paste_objects``). Off in the ``paper`` preset.
 """
 from __future__ import annotations
 
@@ -72,6 +75,39 @@ def _refined(images: torch.Tensor, maps: torch.Tensor, radius: float, eps: float
     colours = images.detach().float().permute(0, 2, 3, 1).cpu().numpy()
     return torch.from_numpy(np.stack([refine_objectness(image, soft, radius, eps)
                                       for image, soft in zip(colours, maps.cpu().numpy())]))
+
+
+def paste_objects(images: torch.Tensor, objectness: torch.Tensor, scale_range=(0.7, 1.3),
+                  generator=None) -> tuple:
+    """Composites: each image's object pasted onto another image of the batch, moved at random.
+
+    images: (B, 3, H, W) in 0..1; objectness: (B, H, W) in 0..1, their teachers'
+    maps at the images' size; the object's alpha is 2 x map - 0.5, clipped to
+    0..1 (a map's faint glow stays behind). Image k's object is scaled by
+    U(scale_range), flipped left-right half the time, shifted by up to a quarter
+    of each side, and laid with its alpha over image k - 1 (cyclically). Returns
+    (composites (B, 3, H, W), their objectness (B, H, W)): the pasted object,
+    and the background image's own objectness where the object leaves it seen.
+    Not the paper's: it shows f_A objects away from the scenes they were filmed in.
+    """
+    b = images.shape[0]
+    low, high = scale_range
+    uniform = lambda *shape: torch.rand(*shape, generator=generator, device="cpu")  # noqa: E731
+    scale = low + (high - low) * uniform(b)
+    flip = torch.where(uniform(b) < 0.5, -1.0, 1.0)
+    shift = (uniform(b, 2) - 0.5)  # in units of the half-side of the normalised grid: up to a quarter side
+    # The grid reads, at each output point x, the source at (x - shift) / scale (mirrored by flip).
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0] = flip / scale
+    theta[:, 1, 1] = 1 / scale
+    theta[:, :, 2] = -shift / scale[:, None] * torch.stack([flip, torch.ones(b)], 1)
+    grid = F.affine_grid(theta.to(images), list(images.shape), align_corners=False)
+    source = torch.cat([images, objectness[:, None]], 1).float()
+    moved = F.grid_sample(source, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    alpha = (2 * moved[:, 3:] - 0.5).clamp(0, 1)  # faint glows (below 0.25) left behind, 0.75 and up opaque
+    background, own = images.roll(1, 0).float(), objectness.roll(1, 0)[:, None].float()
+    composites = alpha * moved[:, :3] + (1 - alpha) * background
+    return composites.to(images.dtype), (alpha + (1 - alpha) * own)[:, 0]
 
 
 def distillation_loss(target: torch.Tensor, masks: torch.Tensor, channel: int) -> torch.Tensor:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
@@ -34,7 +35,7 @@ from .checkpoint import (
 )
 from .config import Config, ConfigError, save_config, to_dict
 from .data import build_pair_dataset
-from .distill import Teachers, distillation_loss
+from .distill import Teachers, distillation_loss, paste_objects
 from .flow_fit import flow_fit_loss
 from .gpu_data import DeviceFrames, DevicePairLoader
 from .logger import MetricsLogger
@@ -52,7 +53,7 @@ def training_step(model, frames, loss_cfg, flows=None, teachers=None):
     the flow fit and the motion masks (``loss.flow_fit_weight``,
     ``loss.motion_mask_weight``, not the paper's); teachers: the Teachers
     whose mean objectness map the distillation teaches (``loss.distill_weight``,
-    not the paper's). Returns (loss, terms, out): the scalar to minimise, its
+    and on pasted objects ``loss.paste_weight``; not the paper's). Returns (loss, terms, out): the scalar to minimise, its
     parts, the model output.
     """
     frame1, frame2 = frames[:, 0], frames[:, 1]  # (B, 3, H, W) each
@@ -86,10 +87,24 @@ def training_step(model, frames, loss_cfg, flows=None, teachers=None):
             raise ConfigError("loss.distill_weight needs the teachers of loss.distill_from; none were given")
         # The objectness channel learns the teachers' mean objectness map (distill.py).
         channel, size = loss_cfg.distill_channel, out.masks1.shape[-2:]
-        target1, target2 = teachers.objectness(torch.cat([frame1, frame2]), size).chunk(2)  # (B, h, w) each
+        if loss_cfg.paste_weight:  # the maps at the frames' size, for the pasted objects' alpha
+            full = teachers.objectness(torch.cat([frame1, frame2]), frame1.shape[-2:])
+            target1, target2 = F.interpolate(full[:, None], size=tuple(size), mode="area")[:, 0].chunk(2)
+        else:
+            target1, target2 = teachers.objectness(torch.cat([frame1, frame2]), size).chunk(2)  # (B, h, w) each
         bce = (distillation_loss(target1, out.masks1, channel) + distillation_loss(target2, out.masks2, channel)) / 2
         loss = loss + loss_cfg.distill_weight * bce
         terms["distill"] = bce.detach()
+        if loss_cfg.paste_weight:
+            # The objects of the first frames, pasted onto each other's (distill.py).
+            if distributed.world_size() > 1:
+                raise ConfigError("loss.paste_weight runs in one process only")
+            composites, target = paste_objects(frame1, full[:frame1.shape[0]], loss_cfg.paste_scale_range)
+            masks = distributed.unwrap(model).appearance(composites)
+            target = F.interpolate(target[:, None], size=tuple(masks.shape[-2:]), mode="area")[:, 0]
+            pasted = distillation_loss(target, masks, channel)
+            loss = loss + loss_cfg.paste_weight * pasted
+            terms["paste"] = pasted.detach()
     return loss, terms, out
 
 
@@ -181,6 +196,13 @@ def train(cfg: Config, run_dir, resume: bool = False, overwrite: bool = False) -
     if cfg.loss.distill_weight and cfg.loss.motion_mask_weight and cfg.loss.distill_channel != cfg.loss.motion_mask_channel:
         raise ConfigError("loss.distill_channel and loss.motion_mask_channel teach two channels to be the "
                           "objectness channel; make them equal")
+    if cfg.loss.paste_weight and not cfg.loss.distill_weight:
+        raise ConfigError("loss.paste_weight pastes the objects of the teachers' maps: it needs loss.distill_weight > 0")
+    scales = cfg.loss.paste_scale_range
+    if cfg.loss.paste_weight and not (len(scales) == 2 and all(isinstance(v, (int, float)) for v in scales)
+                                      and 0 < scales[0] <= scales[1]):
+        raise ConfigError(f"loss.paste_scale_range must be [low, high] with 0 < low <= high, "
+                          f"got {list(cfg.loss.paste_scale_range)}")
     teachers = Teachers(cfg.loss.distill_from, cfg.data.short_edge, device) if cfg.loss.distill_weight else None
     if cfg.data.on_device and cfg.loss.uses_classical_flow:
         raise ConfigError("loss.flow_fit_weight and loss.motion_mask_weight need classical flow, "
