@@ -91,13 +91,18 @@ def test_fitting_the_loss_reproduces_the_soft_target_in_the_chosen_channel():
         distillation_loss(target, logits.softmax(1), channel=3)
 
 
-def test_a_student_learns_its_teachers_map_and_keeps_the_taught_channel(tmp_path, tiny_overrides, tiny_config, capsys):
+def _student(tmp_path, tiny_overrides, tiny_config, *overrides) -> list:
+    """Train a student of one random teacher for 30 steps in tmp_path/run; its metrics records."""
     teacher = _teacher(tmp_path / "teacher.safetensors", tiny_config, 4, seed=3)
-    cfg = load_config(None, [*tiny_overrides, "loss.distill_weight=1", "loss.distill_channel=1",
+    cfg = load_config(None, [*tiny_overrides, "loss.distill_weight=1", *overrides,
                              f"loss.distill_from=[{teacher}]", "loss.view_synthesis_weight=0",
                              "train.steps=30", "train.lr=1e-3", "train.log_every=10"])
     train(cfg, tmp_path / "run")
-    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_student_learns_its_teachers_map_and_keeps_the_taught_channel(tmp_path, tiny_overrides, tiny_config, capsys):
+    records = _student(tmp_path, tiny_overrides, tiny_config, "loss.distill_channel=1")
     losses = [record["distill"] for record in records]
     assert len(losses) == 3 and losses[-1] < losses[0]
     assert load_model(tmp_path / "run")[2]["objectness_channel"] == 1
@@ -138,12 +143,7 @@ def test_a_pasted_object_moves_where_the_shift_and_scale_say():
 
 
 def test_a_student_with_pasted_objects_learns_them_too(tmp_path, tiny_overrides, tiny_config):
-    teacher = _teacher(tmp_path / "teacher.safetensors", tiny_config, 4, seed=3)
-    cfg = load_config(None, [*tiny_overrides, "loss.distill_weight=1", "loss.paste_weight=1",
-                             f"loss.distill_from=[{teacher}]", "loss.view_synthesis_weight=0",
-                             "train.steps=30", "train.lr=1e-3", "train.log_every=10"])
-    train(cfg, tmp_path / "run")
-    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    records = _student(tmp_path, tiny_overrides, tiny_config, "loss.paste_weight=1")
     pasted = [record["paste"] for record in records]
     assert len(pasted) == 3 and pasted[-1] < pasted[0]
 
