@@ -53,8 +53,8 @@ def training_step(model, frames, loss_cfg, flows=None, teachers=None):
     the flow fit and the motion masks (``loss.flow_fit_weight``,
     ``loss.motion_mask_weight``, not the paper's); teachers: the Teachers
     whose mean objectness map the distillation teaches (``loss.distill_weight``,
-    and on pasted objects ``loss.paste_weight``; not the paper's). Returns (loss, terms, out): the scalar to minimise, its
-    parts, the model output.
+    and on pasted objects ``loss.paste_weight``; not the paper's). Returns
+    (loss, terms, out): the scalar to minimise, its parts, the model output.
     """
     frame1, frame2 = frames[:, 0], frames[:, 1]  # (B, 3, H, W) each
     if loss_cfg.view_synthesis_weight:
