@@ -241,7 +241,7 @@ def main(argv=None) -> int:
     bench = merged_bench(work / "bench.json", work / "adapt.json")
     if bench is not None:
         (args.out / "bench.json").write_text(json.dumps(bench, indent=2))
-        table = subprocess.run([sys.executable, "-c", "import json, sys; from objectness.bench import format_report; "
+        table = subprocess.run([sys.executable, "-c", "import json, sys; from objectness.tools.bench import format_report; "
                                 "print(format_report(json.load(open(sys.argv[1]))))", args.out / "bench.json"],
                                capture_output=True, text=True, cwd=REPO)
         (work / "bench-table.txt").write_text(table.stdout + table.stderr)

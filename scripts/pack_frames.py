@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from objectness.config import DataConfig
-from objectness.gpu_data import pack_frames, unpack_frames
+from objectness.data.device_frames import pack_frames, unpack_frames
 
 
 def main(argv=None) -> int:

@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from objectness.semantic_data import voc_palette
+from objectness.semantic.data import voc_palette
 
 HEIGHT, WIDTH = 40, 48
 

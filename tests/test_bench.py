@@ -7,8 +7,14 @@ import torch
 from torch import nn
 
 from objectness import cli
-from objectness.bench import achieved, build_model, count_flops, measure_peak, median_seconds
 from objectness.config import load_config
+from objectness.tools.bench import (
+    achieved,
+    build_model,
+    count_flops,
+    measure_peak,
+    median_seconds,
+)
 
 QUICK = ["--device", "cpu", "--repeats", "1", "--warmup", "0", "--matmul-size", "256"]
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from objectness.benchmarks import (
+from objectness.data.pairs import DataError
+from objectness.evaluation.benchmarks import (
     BENCHMARKS,
     BenchmarkError,
     load_ground_truth,
@@ -13,7 +14,6 @@ from objectness.benchmarks import (
     load_video_benchmark,
     read_mask,
 )
-from objectness.data import DataError
 
 H, W = 8, 12
 

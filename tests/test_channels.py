@@ -3,9 +3,13 @@ import pytest
 import torch
 
 from objectness import cli
-from objectness.amd import AMD
-from objectness.channels import ChannelStatistics, _Accumulator, choose_objectness_channel
-from objectness.checkpoint import load_model, metadata, save_weights
+from objectness.inference.channels import (
+    ChannelStatistics,
+    _Accumulator,
+    choose_objectness_channel,
+)
+from objectness.model.amd import AMD
+from objectness.model.checkpoint import load_model, metadata, save_weights
 
 
 def stats(channel, entropy, error, centre, spread, area):

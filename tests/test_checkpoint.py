@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from objectness.amd import AMD
-from objectness.checkpoint import (
+from objectness.config import load_config, to_dict
+from objectness.model.amd import AMD
+from objectness.model.checkpoint import (
     CheckpointError,
     load_checkpoint,
     load_model,
@@ -16,7 +17,6 @@ from objectness.checkpoint import (
     set_rng_state,
     store_objectness_channel,
 )
-from objectness.config import load_config, to_dict
 
 
 class NotATensor:

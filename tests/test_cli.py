@@ -1,9 +1,9 @@
 import pytest
 
-import objectness.train as train_module
+import objectness.training.train as train_module
 from objectness import cli
 from objectness.config import load_config, save_config
-from objectness.logger import read_metrics
+from objectness.training.logger import read_metrics
 
 
 @pytest.fixture

@@ -7,7 +7,13 @@ import torch
 from PIL import Image
 
 from objectness.config import DataConfig, SyntheticConfig
-from objectness.data import DataError, PairDataset, Video, build_pair_dataset, build_videos
+from objectness.data.pairs import (
+    DataError,
+    PairDataset,
+    Video,
+    build_pair_dataset,
+    build_videos,
+)
 
 SMALL = dict(short_edge=32, scale_range=(0.9, 1.0), crop_size=(24, 32))
 

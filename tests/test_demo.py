@@ -2,7 +2,7 @@
 import json
 
 from objectness import cli
-from objectness.demo import demo_config, run_demo
+from objectness.tools.demo import demo_config, run_demo
 
 
 def test_demo_writes_overlays_channels_and_a_summary(tmp_path, tiny_overrides):

@@ -8,12 +8,21 @@ import torch
 import torch.nn.functional as F
 
 from objectness import cli
-from objectness.amd import AMD
-from objectness.checkpoint import CheckpointError, load_model, metadata, save_weights
 from objectness.config import ConfigError, load_config
-from objectness.distill import Teachers, distillation_loss, paste_objects
-from objectness.refine import refine_objectness
-from objectness.train import train
+from objectness.inference.refine import refine_objectness
+from objectness.model.amd import AMD
+from objectness.model.checkpoint import (
+    CheckpointError,
+    load_model,
+    metadata,
+    save_weights,
+)
+from objectness.objectives.distillation import (
+    Teachers,
+    distillation_loss,
+    paste_objects,
+)
+from objectness.training.train import train
 
 
 def _teacher(path, cfg, channel, seed):
@@ -165,8 +174,8 @@ def test_a_bad_distillation_is_refused_before_the_run_folder_is_made(tmp_path, t
 
 
 def test_a_distilled_model_adapts_without_its_teachers(tmp_path, tiny_config, caplog):
-    from objectness import synthetic
-    from objectness.segment import adapt, load_segmenter, segment_images
+    from objectness.data import synthetic
+    from objectness.inference.segment import adapt, load_segmenter, segment_images
 
     video = synthetic.make_video(tiny_config.data.synthetic, 0).frames
     flow_fit = dataclasses.replace(tiny_config.loss, flow_fit_weight=1.0, view_synthesis_weight=0.0,

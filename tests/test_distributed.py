@@ -4,14 +4,14 @@ import textwrap
 
 import torch
 
-from objectness import distributed
+from objectness.training import distributed
 
 # Runs under torchrun: trains, then each rank saves the parameters of its model replica.
 RANK_SCRIPT = textwrap.dedent(
     """
     import os, sys
     import torch
-    import objectness.train as train_module
+    import objectness.training.train as train_module
     from objectness.config import load_config
 
     replicas = []

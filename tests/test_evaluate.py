@@ -7,13 +7,13 @@ import pytest
 import torch
 from PIL import Image
 
-import objectness.evaluate as evaluate_module
+import objectness.evaluation.evaluate as evaluate_module
 from objectness import cli
-from objectness.amd import AMD
-from objectness.checkpoint import metadata, save_weights
-from objectness.evaluate import EvaluationError, evaluate
-from objectness.metrics import centre_prior, jaccard
-from objectness.segment import load_segmenter
+from objectness.evaluation.evaluate import EvaluationError, evaluate
+from objectness.evaluation.metrics import centre_prior, jaccard
+from objectness.inference.segment import load_segmenter
+from objectness.model.amd import AMD
+from objectness.model.checkpoint import metadata, save_weights
 
 
 def _write_video_benchmark(root, sequences=2, frames=5, size=(24, 32)):

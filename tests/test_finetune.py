@@ -8,12 +8,17 @@ from PIL import Image
 from safetensors.torch import load_file
 from semantic_fixtures import make_folders, save_index_png
 
-from objectness.amd import AMD
-from objectness.checkpoint import CheckpointError, load_checkpoint, metadata, save_weights
 from objectness.cli import main
-from objectness import finetune as finetune_module
 from objectness.config import FinetuneConfig, load_config
-from objectness.finetune import (
+from objectness.model.amd import AMD
+from objectness.model.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    metadata,
+    save_weights,
+)
+from objectness.semantic import finetune as finetune_module
+from objectness.semantic.finetune import (
     backbone_weights,
     build_model,
     class_logits,
@@ -24,7 +29,7 @@ from objectness.finetune import (
     optimisation_step,
     write_checkpoint,
 )
-from objectness.logger import read_metrics
+from objectness.training.logger import read_metrics
 
 TINY = [
     "model.appearance.depth=18",

@@ -6,12 +6,12 @@ import pytest
 import torch
 from PIL import Image
 
-from objectness.classical_flow import FlowCache, dis_flow, load_or_compute
 from objectness.config import DataConfig, load_config
-from objectness.data import PairDataset, Video
-from objectness.flow_fit import fit_segment_motion, flow_fit_loss
-from objectness.train import train
-from objectness.warp import backward_warp
+from objectness.data.classical_flow import FlowCache, dis_flow, load_or_compute
+from objectness.data.pairs import PairDataset, Video
+from objectness.model.warp import backward_warp
+from objectness.objectives.flow_fit import fit_segment_motion, flow_fit_loss
+from objectness.training.train import train
 
 pytest.importorskip("cv2")
 
@@ -96,7 +96,7 @@ def test_flow_is_computed_once_then_read_from_the_cache(tmp_path, monkeypatch):
     def no_recomputation(*args):
         raise AssertionError("the cache was not used")
 
-    monkeypatch.setattr("objectness.classical_flow.dis_flow", no_recomputation)
+    monkeypatch.setattr("objectness.data.classical_flow.dis_flow", no_recomputation)
     second = load_or_compute(videos, gap=1, short_edge=30, cache_dir=tmp_path)
     assert np.array_equal(first.flow("clip", 2, 1), second.flow("clip", 2, 1))
     assert np.array_equal(second.flow("clip", 0, 1), np.asarray(second.flows[0, 0], np.float32))
@@ -145,9 +145,9 @@ def test_adaptation_fits_the_videos_own_classical_flow(tmp_path, tiny_overrides)
     """A model trained with the flow fit adapts on its test video's DIS flow, computed on the spot."""
     import dataclasses
 
-    from objectness.amd import AMD
-    from objectness.checkpoint import metadata, save_weights
-    from objectness.segment import adapt, load_segmenter, segment_video
+    from objectness.inference.segment import adapt, load_segmenter, segment_video
+    from objectness.model.amd import AMD
+    from objectness.model.checkpoint import metadata, save_weights
 
     cfg = load_config(None, [*tiny_overrides, "loss.flow_fit_weight=1", "loss.view_synthesis_weight=0"])
     torch.manual_seed(0)

@@ -7,8 +7,7 @@ import torch
 from PIL import Image
 
 from objectness.config import DataConfig, SyntheticConfig, load_config
-from objectness.data import DataError
-from objectness.gpu_data import (
+from objectness.data.device_frames import (
     DeviceFrames,
     DevicePairLoader,
     largest_needed,
@@ -17,7 +16,8 @@ from objectness.gpu_data import (
     read_pack,
     unpack_frames,
 )
-from objectness.train import train
+from objectness.data.pairs import DataError
+from objectness.training.train import train
 
 CPU = torch.device("cpu")
 

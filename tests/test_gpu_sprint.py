@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from objectness.checkpoint import load_model
 from objectness.config import DataConfig, SyntheticConfig, load_config
-from objectness.gpu_data import pack_frames
+from objectness.data.device_frames import pack_frames
+from objectness.model.checkpoint import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "gpu-sprint.sh"
@@ -109,7 +109,7 @@ def test_fp16_weights_load_as_the_same_model(rehearsal, tmp_path, monkeypatch):
 
 
 def test_the_gpu_sprint_model_comes_back_in_one_fp16_file():
-    from objectness.amd import AMD
+    from objectness.model.amd import AMD
 
     cfg = load_config("gpu-sprint")
     parameters = sum(p.numel() for p in AMD(cfg.model).state_dict().values())

@@ -3,10 +3,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from objectness.amd import AMD
 from objectness.config import LossConfig, load_config
-from objectness.loss import photometric_distance, ssim_distance, view_synthesis_loss
-from objectness.warp import backward_warp, non_occlusion_mask, range_map
+from objectness.model.amd import AMD
+from objectness.model.warp import backward_warp, non_occlusion_mask, range_map
+from objectness.objectives.view_synthesis import (
+    photometric_distance,
+    ssim_distance,
+    view_synthesis_loss,
+)
 
 
 def smooth_image(h=32, w=40, seed=0):
@@ -140,6 +144,7 @@ def test_unpadded_ssim_keeps_only_the_windows_inside_the_image():
 @pytest.mark.parametrize("option", [{"grid": "crop"}, {"occlusion": "none"}, {"ssim": "gaussian"}])
 def test_unknown_loss_options_are_config_errors(option):
     from types import SimpleNamespace
+
     from objectness.config import ConfigError
     flow = constant_flow(0, 0)
     out = SimpleNamespace(flows12=[flow], flows21=[flow])

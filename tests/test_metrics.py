@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from objectness.metrics import (
+from objectness.evaluation.metrics import (
     CENTRE_PRIOR_SIGMA_FRAC,
     SaliencyScores,
     VideoScores,

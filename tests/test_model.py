@@ -1,13 +1,18 @@
 """The model of SPEC 1.1-1.3: shapes, the paper's equations, parameter counts."""
+import pytest
 import torch
 import torch.nn.functional as F
-import pytest
 
-from objectness.amd import AMD
-from objectness.appearance import AppearanceNet
 from objectness.config import AppearanceConfig, load_config
-from objectness.correlation import correlation
-from objectness.segment_flow import SegmentFlowHead, compose, masked_average_pool, resize_masks
+from objectness.model.amd import AMD
+from objectness.model.appearance import AppearanceNet
+from objectness.model.correlation import correlation
+from objectness.model.segment_flow import (
+    SegmentFlowHead,
+    compose,
+    masked_average_pool,
+    resize_masks,
+)
 
 
 def small_model_config(**extra):
@@ -110,7 +115,7 @@ def test_motion_grid_follows_the_motion_input_size_and_its_resize():
 
 @pytest.mark.parametrize("warp_flow", ["upsampled", "recomposed"])
 def test_warp_flow_of_each_level(warp_flow, monkeypatch):
-    import objectness.motion as motion_module
+    import objectness.model.motion as motion_module
 
     torch.manual_seed(0)
     model = AMD(small_model_config(**{"model.motion.warp_flow": warp_flow})).eval()
@@ -134,7 +139,7 @@ def test_warp_flow_of_each_level(warp_flow, monkeypatch):
 
 
 def test_motion_grid_loss_works_with_the_crop_as_motion_input_and_three_levels():
-    from objectness.loss import view_synthesis_loss
+    from objectness.objectives.view_synthesis import view_synthesis_loss
 
     cfg = load_config(None, ["model.appearance.depth=18", "model.appearance.width=8", "model.motion.input_size=null",
                              "model.motion.pyramid_channels=[8,16,16,24]", "loss.level_weights=[1,1,1]"])
@@ -190,7 +195,7 @@ def test_unknown_motion_init_is_a_config_error():
 
 
 def _gradients(model, frames, loss_cfg, bf16):
-    from objectness.train import training_step
+    from objectness.training.train import training_step
 
     model.zero_grad(set_to_none=True)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):

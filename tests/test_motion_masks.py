@@ -5,10 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from objectness.checkpoint import load_model
 from objectness.config import load_config
-from objectness.motion_masks import camera_residual, motion_mask_loss, motion_masks, otsu_threshold
-from objectness.train import train
+from objectness.model.checkpoint import load_model
+from objectness.objectives.motion_masks import (
+    camera_residual,
+    motion_mask_loss,
+    motion_masks,
+    otsu_threshold,
+)
+from objectness.training.train import train
 
 
 def zoom_and_object(size: int = 48, shift=(4.0, -2.0)) -> tuple:

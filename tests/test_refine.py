@@ -3,8 +3,13 @@ import numpy as np
 import pytest
 
 from objectness.config import ConfigError
-from objectness.metrics import jaccard
-from objectness.refine import check_guided_filter, guided_filter, guided_radius_pixels, refine_objectness
+from objectness.evaluation.metrics import jaccard
+from objectness.inference.refine import (
+    check_guided_filter,
+    guided_filter,
+    guided_radius_pixels,
+    refine_objectness,
+)
 
 
 def _two_colour_image(height=40, width=60, edge=30):

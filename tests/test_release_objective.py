@@ -27,10 +27,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from objectness.amd import AMD
 from objectness.config import load_config
-from objectness.correlation import correlation
-from objectness.loss import view_synthesis_loss
+from objectness.model.amd import AMD
+from objectness.model.correlation import correlation
+from objectness.objectives.view_synthesis import view_synthesis_loss
 
 CROP = (96, 96)
 MOTION_INPUT = (128, 192)  # stretched in width, as the release's 384 x 384 -> 384 x 640

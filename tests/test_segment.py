@@ -8,13 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
-from objectness import cli, synthetic
-from objectness.amd import AMD
-from objectness.checkpoint import CheckpointError, metadata, save_weights
+from objectness import cli
 from objectness.config import ConfigError
-from objectness.metrics import centre_prior
-from objectness.refine import refine_objectness
-from objectness.segment import (
+from objectness.data import synthetic
+from objectness.evaluation.metrics import centre_prior
+from objectness.inference.refine import refine_objectness
+from objectness.inference.segment import (
     adapt,
     all_channels,
     default_checkpoint,
@@ -23,6 +22,8 @@ from objectness.segment import (
     segment_images,
     segment_video,
 )
+from objectness.model.amd import AMD
+from objectness.model.checkpoint import CheckpointError, metadata, save_weights
 
 CHANNEL = 2
 
@@ -170,7 +171,7 @@ def test_adaptation_is_reproducible_for_a_seed(checkpoint, video):
 
 def test_one_frame_video_is_segmented_per_image(checkpoint, video, caplog):
     segmenter = load_segmenter(checkpoint, device="cpu")
-    with caplog.at_level(logging.INFO, logger="objectness.segment"):
+    with caplog.at_level(logging.INFO, logger="objectness.inference.segment"):
         maps = segment_video(segmenter, video[:1], adapt_steps=5, progress=False)
     np.testing.assert_array_equal(maps[0], segment_images(segmenter, video[:1])[0])
     assert "one frame" in caplog.text
@@ -305,7 +306,7 @@ def test_cli_with_no_usable_input_is_one_error_line_and_exit_2(tmp_path, capsys)
 
 def test_cli_says_that_single_images_are_not_adapted(tmp_path, checkpoint, caplog):
     Image.fromarray(_image(32, 32)).save(tmp_path / "photo.png")
-    with caplog.at_level(logging.WARNING, logger="objectness.segment"):
+    with caplog.at_level(logging.WARNING, logger="objectness.inference.segment"):
         assert _segment(tmp_path / "photo.png", "--checkpoint", checkpoint, "--out", tmp_path / "out",
                         "--adapt", "2") == 0
     assert "1 single image(s) are segmented without" in caplog.text
@@ -313,15 +314,15 @@ def test_cli_says_that_single_images_are_not_adapted(tmp_path, checkpoint, caplo
 
 
 def test_a_video_that_cannot_be_adapted_is_still_segmented(tmp_path, checkpoint, video, caplog, monkeypatch):
-    import objectness.segment as segment_module
-    from objectness.data import DataError
+    import objectness.inference.segment as segment_module
+    from objectness.data.pairs import DataError
 
     def refuse(*args, **kwargs):
         raise DataError("no pair")
 
     monkeypatch.setattr(segment_module, "adapt", refuse)
     _write_mp4(tmp_path / "clip.mp4", video[:3, :32, :32])
-    with caplog.at_level(logging.WARNING, logger="objectness.segment"):
+    with caplog.at_level(logging.WARNING, logger="objectness.inference.segment"):
         assert _segment(tmp_path / "clip.mp4", "--checkpoint", checkpoint, "--out", tmp_path / "out",
                         "--adapt", "2") == 0
     assert "cannot adapt (no pair)" in caplog.text

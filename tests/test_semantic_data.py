@@ -2,12 +2,25 @@
 import numpy as np
 import pytest
 from PIL import Image
-from semantic_fixtures import HEIGHT, WIDTH, label_map, make_camvid, make_folders, make_voc, save_index_png
+from semantic_fixtures import (
+    HEIGHT,
+    WIDTH,
+    label_map,
+    make_camvid,
+    make_folders,
+    make_voc,
+    save_index_png,
+)
 
 from objectness.config import SemanticDataConfig
-from objectness.data import DataError
-from objectness.semantic_data import CAMVID_CLASSES, VOC_CLASSES, CropDataset, load_semantic_set
-from objectness.semantic_metrics import VOID
+from objectness.data.pairs import DataError
+from objectness.semantic.data import (
+    CAMVID_CLASSES,
+    VOC_CLASSES,
+    CropDataset,
+    load_semantic_set,
+)
+from objectness.semantic.metrics import VOID
 
 
 def data_config(dataset, root, **kwargs):

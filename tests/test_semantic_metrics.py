@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from objectness.semantic_metrics import VOID, ConfusionMatrix
+from objectness.semantic.metrics import VOID, ConfusionMatrix
 
 CLASSES = ["a", "b", "c"]
 

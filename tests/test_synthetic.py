@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from objectness.config import ConfigError, SyntheticConfig
-from objectness.synthetic import make_video, write_dataset, write_frames
+from objectness.data.synthetic import make_video, write_dataset, write_frames
 
 SMALL = SyntheticConfig(num_videos=2, num_frames=4, height=40, width=56)
 

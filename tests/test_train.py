@@ -5,11 +5,11 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-import objectness.train as train_module
-from objectness.amd import AMD
+import objectness.training.train as train_module
 from objectness.config import TrainConfig, load_config, to_dict
-from objectness.logger import read_metrics
-from objectness.train import PairStream, make_optimizer, poly_lr, train
+from objectness.model.amd import AMD
+from objectness.training.logger import read_metrics
+from objectness.training.train import PairStream, make_optimizer, poly_lr, train
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +157,7 @@ def test_stop_after_stops_on_the_schedule_of_train_steps(tmp_path, tiny_override
 
 
 def test_resume_refuses_a_checkpoint_of_another_model(finished_run, tiny_overrides, tmp_path):
-    from objectness.checkpoint import CheckpointError
+    from objectness.model.checkpoint import CheckpointError
 
     _, run_dir, _ = finished_run
     other = load_config(None, [*tiny_overrides, "model.num_segments=3"])
@@ -200,7 +200,7 @@ def test_init_starts_from_the_weights_of_another_run(finished_run, tiny_override
 
 
 def test_init_refuses_weights_of_another_model(finished_run, tiny_overrides, tmp_path):
-    from objectness.checkpoint import CheckpointError
+    from objectness.model.checkpoint import CheckpointError
 
     _, run_dir, _ = finished_run
     cfg = load_config(None, [*tiny_overrides, "model.num_segments=3", f"train.init={run_dir}"])

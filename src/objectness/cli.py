@@ -52,7 +52,7 @@ def add_train_parser(subparsers) -> None:
 
 def run_train(args) -> int:
     from .config import ConfigError, load_config
-    from .train import train
+    from .training.train import train
 
     if args.resume and args.init:
         raise ConfigError("--init starts a new run from other weights and --resume continues this one: pass one")
@@ -99,7 +99,8 @@ DEMO_MINUTES = 6.5  # leaves time for data, channel choice and segmentation with
 
 
 def run_demo(args) -> int:
-    from .demo import demo_config, evaluate_checkpoint, format_summary, run_demo as demo
+    from .tools.demo import demo_config, evaluate_checkpoint, format_summary
+    from .tools.demo import run_demo as demo
 
     if args.checkpoint is not None:
         summary = evaluate_checkpoint(args.checkpoint, args.out, overwrite=args.overwrite)
@@ -185,7 +186,7 @@ def _non_negative_int(text: str) -> int:
 
 
 def run_segment(args) -> int:
-    from .segment import default_checkpoint, load_segmenter, segment_inputs
+    from .inference.segment import default_checkpoint, load_segmenter, segment_inputs
 
     checkpoint = args.checkpoint if args.checkpoint is not None else default_checkpoint()
     segmenter = load_segmenter(checkpoint, args.channel, args.device, args.scales, args.guided_radius)
@@ -227,10 +228,16 @@ def add_channels_parser(subparsers) -> None:
 
 
 def run_channels(args) -> int:
-    from .channels import channel_statistics, channels_figure, choose_objectness_channel, format_table, sample_pairs
-    from .checkpoint import load_model, store_objectness_channel
     from .config import ConfigError
-    from .train import resolve_device, taught_channel
+    from .inference.channels import (
+        channel_statistics,
+        channels_figure,
+        choose_objectness_channel,
+        format_table,
+        sample_pairs,
+    )
+    from .model.checkpoint import load_model, store_objectness_channel
+    from .training.train import resolve_device, taught_channel
 
     if args.data is None and args.channel is None:
         raise ConfigError("channels: give --data to choose the channel from statistics, or --channel K")
@@ -270,7 +277,7 @@ def _beside(checkpoint: Path, name: str) -> Path:
 
 
 def add_evaluate_parser(subparsers) -> None:
-    from .benchmarks import BENCHMARKS
+    from .evaluation.benchmarks import BENCHMARKS
 
     benchmarks = "; ".join(f"{name}: {b.description}" for name, b in BENCHMARKS.items())
     parser = subparsers.add_parser(
@@ -311,8 +318,8 @@ def add_evaluate_parser(subparsers) -> None:
 
 def run_evaluate(args) -> int:
     from .config import ConfigError
-    from .evaluate import evaluate, format_markdown
-    from .segment import default_checkpoint, load_segmenter
+    from .evaluation.evaluate import evaluate, format_markdown
+    from .inference.segment import default_checkpoint, load_segmenter
 
     if args.root is None and (args.images is None or args.masks is None):
         raise ConfigError("evaluate: give --root (or, for a saliency set, --images and --masks)")
@@ -329,7 +336,7 @@ def run_evaluate(args) -> int:
 
 
 def add_bench_parser(subparsers) -> None:
-    from .bench import DEFAULT_PRESETS, SECTIONS
+    from .tools.bench import DEFAULT_PRESETS, SECTIONS
 
     parser = subparsers.add_parser(
         "bench",
@@ -374,7 +381,14 @@ def add_bench_parser(subparsers) -> None:
 
 
 def run_bench(args) -> int:
-    from .bench import BenchOptions, benchmark, check_out, format_report, load_configs, write_report
+    from .tools.bench import (
+        BenchOptions,
+        benchmark,
+        check_out,
+        format_report,
+        load_configs,
+        write_report,
+    )
 
     options = BenchOptions(sections=tuple(args.only), repeats=args.repeats, warmup=args.warmup,
                            adapt_steps=args.adapt_steps, video_frames=args.frames, infer_batch=args.batch,
@@ -432,7 +446,7 @@ def add_finetune_parser(subparsers) -> None:
 
 def run_finetune(args) -> int:
     from .config import ConfigError, FinetuneConfig, load_config
-    from .finetune import evaluate_run, finetune, format_markdown
+    from .semantic.finetune import evaluate_run, finetune, format_markdown
 
     if args.eval:
         summary = evaluate_run(args.out, data_root=args.data, split=args.split, device=args.device or "auto")
@@ -479,7 +493,7 @@ def add_semantic_parser(subparsers) -> None:
 
 
 def run_semantic(args) -> int:
-    from .finetune import load_semantic_model, predict
+    from .semantic.finetune import load_semantic_model, predict
 
     model, cfg, meta = load_semantic_model(args.checkpoint, args.device)
     written = predict(model, meta, args.inputs, args.out, cfg.data.test_short_edge)
@@ -510,10 +524,10 @@ def subcommands() -> dict:
 
 
 def _user_errors() -> tuple:
-    from .checkpoint import CheckpointError
     from .config import ConfigError
-    from .data import DataError
-    from .evaluate import EvaluationError
+    from .data.pairs import DataError
+    from .evaluation.evaluate import EvaluationError
+    from .model.checkpoint import CheckpointError
 
     return ConfigError, DataError, CheckpointError, EvaluationError, FileExistsError
 

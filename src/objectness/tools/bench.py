@@ -33,15 +33,29 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
-from . import __version__
-from .amd import AMD
-from .config import Config, ConfigError, load_config, to_dict
-from .data import Video, build_pair_dataset
-from .files import write_json
-from .gpu_data import DeviceFrames, DevicePairLoader
-from .refine import check_guided_filter
-from .segment import BATCH_SIZE, Segmenter, adapt, check_scales, inference_short_edge, inference_size, segment_video
-from .train import make_optimizer, optimisation_step, pair_loader, resolve_device, training_step
+from .. import __version__
+from ..config import Config, ConfigError, load_config, to_dict
+from ..data.device_frames import DeviceFrames, DevicePairLoader
+from ..data.pairs import Video, build_pair_dataset
+from ..files import write_json
+from ..inference.refine import check_guided_filter
+from ..inference.segment import (
+    BATCH_SIZE,
+    Segmenter,
+    adapt,
+    check_scales,
+    inference_short_edge,
+    inference_size,
+    segment_video,
+)
+from ..model.amd import AMD
+from ..training.train import (
+    make_optimizer,
+    optimisation_step,
+    pair_loader,
+    resolve_device,
+    training_step,
+)
 
 SECTIONS = ("train", "infer", "adapt", "loader")
 DEFAULT_PRESETS = ("paper", "cpu-small")

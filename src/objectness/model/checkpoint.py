@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__
-from .config import Config, ConfigError, from_dict, merge, to_dict
-from .files import atomic_write
+from .. import __version__
+from ..config import Config, ConfigError, from_dict, merge, to_dict
+from ..files import atomic_write
 
 LAST = "last.pt"
 WEIGHTS = "model.safetensors"

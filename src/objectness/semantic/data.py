@@ -24,9 +24,9 @@ from PIL import Image
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from .config import SemanticDataConfig
-from .data import DataError, natural_key
-from .semantic_metrics import VOID
+from ..config import SemanticDataConfig
+from ..data.pairs import DataError, natural_key
+from .metrics import VOID
 
 DATASETS = ("camvid", "voc", "folders")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")

@@ -18,9 +18,11 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from . import distributed
-from .amd import AMD, AMDOutput
-from .checkpoint import (
+from ..config import Config, ConfigError, save_config, to_dict
+from ..data.device_frames import DeviceFrames, DevicePairLoader
+from ..data.pairs import build_pair_dataset
+from ..model.amd import AMD, AMDOutput
+from ..model.checkpoint import (
     LAST,
     WEIGHTS,
     CheckpointError,
@@ -33,15 +35,13 @@ from .checkpoint import (
     saved_config,
     set_rng_state,
 )
-from .config import Config, ConfigError, save_config, to_dict
-from .data import build_pair_dataset
-from .distill import Teachers, distillation_loss, paste_objects
-from .flow_fit import flow_fit_loss
-from .gpu_data import DeviceFrames, DevicePairLoader
+from ..model.warp import backward_warp
+from ..objectives.distillation import Teachers, distillation_loss, paste_objects
+from ..objectives.flow_fit import flow_fit_loss
+from ..objectives.motion_masks import motion_mask_loss
+from ..objectives.view_synthesis import view_synthesis_loss
+from . import distributed
 from .logger import MetricsLogger
-from .loss import view_synthesis_loss
-from .motion_masks import motion_mask_loss
-from .warp import backward_warp
 
 log = logging.getLogger(__name__)
 
@@ -440,7 +440,7 @@ def save_panel(path: Path, frames: torch.Tensor, out, flows=None) -> None:
     """Frames, masks, segment flow, reconstruction and error of the batch's first pair
     (with f_A alone: the frame, its masks and its classical flow)."""
     try:
-        from .visualize import mask_strip, training_panel
+        from ..visualize import mask_strip, training_panel
     except ImportError:
         return
     path.parent.mkdir(parents=True, exist_ok=True)

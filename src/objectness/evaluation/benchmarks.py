@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .data import IMAGE_SUFFIXES, DataError, Video, _davis_split, natural_key
+from ..data.pairs import IMAGE_SUFFIXES, DataError, Video, _davis_split, natural_key
 
 logger = logging.getLogger(__name__)
 

@@ -31,16 +31,25 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from .checkpoint import CheckpointError, load_model
-from .classical_flow import FlowCache, cache_short_edge, compute_flows
-from .config import Config, ConfigError
-from .data import IMAGE_SUFFIXES, VIDEO_SUFFIXES, DataError, FrameError, PairDataset, Video, list_frames, natural_key
-from .files import publish, temporary_beside
-from .inference import frames_to_tensor, mean_objectness
-from .metrics import centre_prior
+from ..config import Config, ConfigError
+from ..data.classical_flow import FlowCache, cache_short_edge, compute_flows
+from ..data.pairs import (
+    IMAGE_SUFFIXES,
+    VIDEO_SUFFIXES,
+    DataError,
+    FrameError,
+    PairDataset,
+    Video,
+    list_frames,
+    natural_key,
+)
+from ..evaluation.metrics import centre_prior
+from ..files import publish, temporary_beside
+from ..model.checkpoint import CheckpointError, load_model
+from ..training.train import make_optimizer, optimisation_step, resolve_device
+from ..visualize import mask_strip, overlay, save_image_atomic, soft_map_to_png
+from .forward import frames_to_tensor, mean_objectness
 from .refine import check_guided_filter, refine_objectness
-from .train import make_optimizer, optimisation_step, resolve_device
-from .visualize import mask_strip, overlay, save_image_atomic, soft_map_to_png
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +83,7 @@ SHIPPED_MODEL = "amd-davis2016-flowfit.safetensors"  # see MODEL_CARD.md
 
 def default_checkpoint() -> Path:
     """The model shipped with the package (MODEL_CARD.md), used when no checkpoint is given."""
-    path = Path(__file__).resolve().parent / "weights" / SHIPPED_MODEL
+    path = Path(__file__).resolve().parents[1] / "weights" / SHIPPED_MODEL
     if not path.is_file():
         raise CheckpointError(f"no checkpoint given and the shipped model {path} is missing: pass --checkpoint "
                               f"(a run folder, last.pt or model.safetensors, or '{CENTRE_PRIOR}' for the baseline)")

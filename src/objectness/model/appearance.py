@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from .config import AppearanceConfig, ConfigError
+from ..config import AppearanceConfig, ConfigError
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)  # on 0..255 RGB
 IMAGENET_STD = (58.395, 57.12, 57.375)

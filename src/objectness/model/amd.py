@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import ConfigError, ModelConfig
 from .appearance import AppearanceNet
-from .config import ConfigError, ModelConfig
 from .motion import MotionNet
 from .segment_flow import compose, resize_masks, scale_xy
 from .warp import resize_flow

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import CheckpointError, load_model
-from .inference import mean_objectness
-from .refine import check_guided_filter, refine_objectness
+from ..inference.forward import mean_objectness
+from ..inference.refine import check_guided_filter, refine_objectness
+from ..model.checkpoint import CheckpointError, load_model
 
 
 class Teachers:
@@ -38,7 +38,7 @@ class Teachers:
     """
 
     def __init__(self, checkpoints, student_short_edge: int, device):
-        from .segment import check_scales, inference_short_edge
+        from ..inference.segment import check_scales, inference_short_edge
 
         if not checkpoints:
             raise CheckpointError("loss.distill_weight > 0 needs teachers: name their checkpoints in loss.distill_from")

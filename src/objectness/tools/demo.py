@@ -14,16 +14,20 @@ from pathlib import Path
 
 import numpy as np
 
-from . import synthetic
-from .channels import channel_statistics, choose_objectness_channel, sample_pairs
-from .checkpoint import load_model
-from .config import Config, load_config
-from .files import write_json
-from .inference import frames_to_tensor, predict_masks
-from .metrics import centre_prior, jaccard
-from .segment import inference_short_edge, inference_size
-from .train import train
-from .visualize import mask_strip, overlay, save_image_atomic
+from ..config import Config, load_config
+from ..data import synthetic
+from ..evaluation.metrics import centre_prior, jaccard
+from ..files import write_json
+from ..inference.channels import (
+    channel_statistics,
+    choose_objectness_channel,
+    sample_pairs,
+)
+from ..inference.forward import frames_to_tensor, predict_masks
+from ..inference.segment import inference_short_edge, inference_size
+from ..model.checkpoint import load_model
+from ..training.train import train
+from ..visualize import mask_strip, overlay, save_image_atomic
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .segment_flow import resize_masks
+from ..model.segment_flow import resize_masks
 
 
 @torch.no_grad()

@@ -25,9 +25,20 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from . import __version__
-from .appearance import AppearanceNet
-from .checkpoint import (
+from .. import __version__
+from ..config import (
+    AppearanceConfig,
+    ConfigError,
+    FinetuneConfig,
+    SemanticModelConfig,
+    from_dict,
+    save_config,
+    to_dict,
+)
+from ..data.pairs import DataError, natural_key
+from ..files import write_json, write_text
+from ..model.appearance import AppearanceNet
+from ..model.checkpoint import (
     LAST,
     WEIGHTS,
     CheckpointError,
@@ -40,14 +51,23 @@ from .checkpoint import (
     set_rng_state,
     weights_file,
 )
-from .config import AppearanceConfig, ConfigError, FinetuneConfig, SemanticModelConfig, from_dict, save_config, to_dict
-from .data import DataError, natural_key
-from .files import write_json, write_text
-from .logger import MetricsLogger
-from .semantic_data import DEFAULT_SPLITS, IMAGE_SUFFIXES, CropDataset, SemanticSet, load_semantic_set
-from .semantic_metrics import VOID, ConfusionMatrix
-from .train import check_run_dir, poly_lr, prepare_run_dir, resolve_device, seed_everything
-from .visualize import panel_row, save_image_atomic
+from ..training.logger import MetricsLogger
+from ..training.train import (
+    check_run_dir,
+    poly_lr,
+    prepare_run_dir,
+    resolve_device,
+    seed_everything,
+)
+from ..visualize import panel_row, save_image_atomic
+from .data import (
+    DEFAULT_SPLITS,
+    IMAGE_SUFFIXES,
+    CropDataset,
+    SemanticSet,
+    load_semantic_set,
+)
+from .metrics import VOID, ConfusionMatrix
 
 log = logging.getLogger(__name__)
 

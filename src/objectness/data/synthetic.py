@@ -27,8 +27,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from .config import ConfigError, SyntheticConfig
-from .files import atomic_write, write_text
+from ..config import ConfigError, SyntheticConfig
+from ..files import atomic_write, write_text
 
 SHAPES = ("ellipse", "rectangle", "polygon", "blob")
 TEXTURES = {"blotches": (16, 8, 4, 2), "speckle": (6, 3, 2)}  # noise octave cells, in pixels

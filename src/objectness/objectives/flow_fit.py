@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .config import ConfigError
+from ..config import ConfigError
 
 MODELS = {"constant": 1, "affine": 3}  # basis functions per coordinate: 1 | (1, x, y)
 RIDGE = 1e-4  # keeps the normal equations solvable for a mask that covers (almost) nothing

@@ -13,7 +13,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .config import ConfigError
+from ..config import ConfigError
 
 
 def guided_radius_pixels(radius: float, height: int, width: int) -> int:

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import torch
 
-from .config import DataConfig, LossConfig
-from .data import build_pair_dataset
-from .loss import photometric_distance
-from .segment_flow import resize_masks
-from .warp import backward_warp
+from ..config import DataConfig, LossConfig
+from ..data.pairs import build_pair_dataset
+from ..model.segment_flow import resize_masks
+from ..model.warp import backward_warp
+from ..objectives.view_synthesis import photometric_distance
 
 MIN_AREA = 0.005  # a channel must hold at least this share of the image ...
 MAX_AREA = 0.6  # ... and at most this (larger ones are background) to be a candidate
@@ -127,7 +127,7 @@ def channels_figure(stats: list, chosen: int, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .visualize import save_figure_atomic
+    from ..visualize import save_figure_atomic
 
     channels = [s.channel for s in stats]
     colours = ["tab:red" if k == chosen else "tab:grey" for k in channels]

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ConfigError, MotionConfig
+from ..config import ConfigError, MotionConfig
 from .correlation import correlation
 from .segment_flow import SegmentFlowHead, compose, resize_masks, scale_xy
 from .warp import backward_warp, resize_flow

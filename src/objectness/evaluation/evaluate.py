@@ -23,6 +23,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from ..data.pairs import FrameError, Video
+from ..files import write_bytes, write_text
+from ..inference.segment import adapt, segment_images
 from .benchmarks import (
     BENCHMARKS,
     load_ground_truth,
@@ -30,10 +33,7 @@ from .benchmarks import (
     load_saliency_mask,
     load_video_benchmark,
 )
-from .data import FrameError, Video
-from .files import write_bytes, write_text
 from .metrics import BINARISATION_THRESHOLD, SaliencyScores, VideoScores, binarise
-from .segment import adapt, segment_images
 
 logger = logging.getLogger(__name__)
 

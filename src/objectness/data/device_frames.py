@@ -32,9 +32,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .config import Config, ConfigError, DataConfig
-from .data import DataError, Video, build_videos
-from .files import atomic_write
+from ..config import Config, ConfigError, DataConfig
+from ..files import atomic_write
+from .pairs import DataError, Video, build_videos
 
 log = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .config import ConfigError, LossConfig
-from .warp import backward_warp, non_occlusion_mask
+from ..config import ConfigError, LossConfig
+from ..model.warp import backward_warp, non_occlusion_mask
 
 SSIM_C1 = 0.01**2
 SSIM_C2 = 0.03**2

@@ -27,8 +27,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from ..config import DataConfig
 from . import synthetic
-from .config import DataConfig
 
 logger = logging.getLogger(__name__)
 

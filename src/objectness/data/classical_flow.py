@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .files import atomic_write, write_text
+from ..files import atomic_write, write_text
 
 log = logging.getLogger(__name__)
 
