@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from objectness.data.pairs import DataError
+from objectness.data.video import DataError
 from objectness.evaluation.benchmarks import (
     BENCHMARKS,
     BenchmarkError,

@@ -7,13 +7,9 @@ import torch
 from PIL import Image
 
 from objectness.config import DataConfig, SyntheticConfig
-from objectness.data.pairs import (
-    DataError,
-    PairDataset,
-    Video,
-    build_pair_dataset,
-    build_videos,
-)
+from objectness.data.pairs import PairDataset, build_pair_dataset
+from objectness.data.sources import build_videos
+from objectness.data.video import DataError, Video
 
 SMALL = dict(short_edge=32, scale_range=(0.9, 1.0), crop_size=(24, 32))
 

@@ -17,11 +17,8 @@ from objectness.model.checkpoint import (
     metadata,
     save_weights,
 )
-from objectness.objectives.distillation import (
-    Teachers,
-    distillation_loss,
-    paste_objects,
-)
+from objectness.objectives.distillation import distillation_loss, paste_objects
+from objectness.training.teachers import Teachers
 from objectness.training.train import train
 
 
@@ -175,7 +172,8 @@ def test_a_bad_distillation_is_refused_before_the_run_folder_is_made(tmp_path, t
 
 def test_a_distilled_model_adapts_without_its_teachers(tmp_path, tiny_config, caplog):
     from objectness.data import synthetic
-    from objectness.inference.segment import adapt, load_segmenter, segment_images
+    from objectness.inference.segmenter import load_segmenter, segment_images
+    from objectness.training.adapt import adapt
 
     video = synthetic.make_video(tiny_config.data.synthetic, 0).frames
     flow_fit = dataclasses.replace(tiny_config.loss, flow_fit_weight=1.0, view_synthesis_weight=0.0,

@@ -10,8 +10,9 @@ from PIL import Image
 import objectness.evaluation.evaluate as evaluate_module
 from objectness import cli
 from objectness.evaluation.evaluate import EvaluationError, evaluate
-from objectness.evaluation.metrics import centre_prior, jaccard
-from objectness.inference.segment import load_segmenter
+from objectness.evaluation.metrics import jaccard
+from objectness.inference.centre_prior import centre_prior
+from objectness.inference.segmenter import load_segmenter
 from objectness.model.amd import AMD
 from objectness.model.checkpoint import metadata, save_weights
 

@@ -8,7 +8,8 @@ from PIL import Image
 
 from objectness.config import DataConfig, load_config
 from objectness.data.classical_flow import FlowCache, dis_flow, load_or_compute
-from objectness.data.pairs import PairDataset, Video
+from objectness.data.pairs import PairDataset
+from objectness.data.video import Video
 from objectness.model.warp import backward_warp
 from objectness.objectives.flow_fit import fit_segment_motion, flow_fit_loss
 from objectness.training.train import train
@@ -145,9 +146,10 @@ def test_adaptation_fits_the_videos_own_classical_flow(tmp_path, tiny_overrides)
     """A model trained with the flow fit adapts on its test video's DIS flow, computed on the spot."""
     import dataclasses
 
-    from objectness.inference.segment import adapt, load_segmenter, segment_video
+    from objectness.inference.segmenter import load_segmenter, segment_video
     from objectness.model.amd import AMD
     from objectness.model.checkpoint import metadata, save_weights
+    from objectness.training.adapt import adapt
 
     cfg = load_config(None, [*tiny_overrides, "loss.flow_fit_weight=1", "loss.view_synthesis_weight=0"])
     torch.manual_seed(0)
@@ -159,7 +161,7 @@ def test_adaptation_fits_the_videos_own_classical_flow(tmp_path, tiny_overrides)
     before = dict(segmenter.model.named_parameters())
     changed = [name for name, p in adapted.model.named_parameters() if not torch.equal(p, before[name])]
     assert changed and all(name.startswith("appearance.") for name in changed)  # f_A alone is trained
-    assert segment_video(segmenter, frames, adapt_steps=1, progress=False).shape == (4, 64, 64)
+    assert segment_video(adapt(segmenter, frames, 1, progress=False), frames, progress=False).shape == (4, 64, 64)
     assert dataclasses.asdict(segmenter.cfg) == dataclasses.asdict(adapted.cfg)
 
 

@@ -16,7 +16,7 @@ from objectness.data.device_frames import (
     read_pack,
     unpack_frames,
 )
-from objectness.data.pairs import DataError
+from objectness.data.video import DataError
 from objectness.training.train import train
 
 CPU = torch.device("cpu")

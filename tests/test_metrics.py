@@ -3,17 +3,19 @@ import pytest
 import torch
 
 from objectness.evaluation.metrics import (
-    CENTRE_PRIOR_SIGMA_FRAC,
     SaliencyScores,
     VideoScores,
     binarise,
     boundary_f,
     boundary_map,
-    centre_prior,
-    centre_prior_area,
     jaccard,
     region_statistics,
     sequence_mean,
+)
+from objectness.inference.centre_prior import (
+    CENTRE_PRIOR_SIGMA_FRAC,
+    centre_prior,
+    centre_prior_area,
 )
 
 

@@ -11,19 +11,19 @@ from PIL import Image
 from objectness import cli
 from objectness.config import ConfigError
 from objectness.data import synthetic
-from objectness.evaluation.metrics import centre_prior
+from objectness.inference.centre_prior import centre_prior
 from objectness.inference.refine import refine_objectness
-from objectness.inference.segment import (
-    adapt,
+from objectness.inference.segmenter import (
     all_channels,
     default_checkpoint,
-    inference_size,
     load_segmenter,
     segment_images,
     segment_video,
 )
+from objectness.inference.sizing import inference_size
 from objectness.model.amd import AMD
 from objectness.model.checkpoint import CheckpointError, metadata, save_weights
+from objectness.training.adapt import adapt
 
 CHANNEL = 2
 
@@ -156,7 +156,7 @@ def test_adaptation_changes_predictions_but_not_the_segmenters_weights(checkpoin
     segmenter = load_segmenter(checkpoint, device="cpu")
     before = {k: v.clone() for k, v in segmenter.model.state_dict().items()}
     plain = segment_video(segmenter, video, progress=False)
-    adapted = segment_video(segmenter, video, adapt_steps=2, progress=False)
+    adapted = segment_video(adapt(segmenter, video, 2, progress=False), video, progress=False)
     assert adapted.shape == plain.shape == video.shape[:3]
     assert np.abs(adapted - plain).max() > 1e-5
     assert all(torch.equal(before[k], v) for k, v in segmenter.model.state_dict().items())
@@ -171,8 +171,8 @@ def test_adaptation_is_reproducible_for_a_seed(checkpoint, video):
 
 def test_one_frame_video_is_segmented_per_image(checkpoint, video, caplog):
     segmenter = load_segmenter(checkpoint, device="cpu")
-    with caplog.at_level(logging.INFO, logger="objectness.inference.segment"):
-        maps = segment_video(segmenter, video[:1], adapt_steps=5, progress=False)
+    with caplog.at_level(logging.INFO, logger="objectness.training.adapt"):
+        maps = segment_video(adapt(segmenter, video[:1], 5, progress=False), video[:1], progress=False)
     np.testing.assert_array_equal(maps[0], segment_images(segmenter, video[:1])[0])
     assert "one frame" in caplog.text
 
@@ -180,7 +180,7 @@ def test_one_frame_video_is_segmented_per_image(checkpoint, video, caplog):
 def test_centre_prior_says_once_that_it_cannot_adapt(video, caplog):
     segmenter = load_segmenter("centre-prior", device="cpu")
     for steps in (0, 3, 3):
-        maps = segment_video(segmenter, video, adapt_steps=steps, progress=False)
+        maps = segment_video(adapt(segmenter, video, steps, progress=False), video, progress=False)
     np.testing.assert_array_equal(maps[0], centre_prior(64, 64))
     assert caplog.text.count("does nothing") == 1
 
@@ -306,7 +306,7 @@ def test_cli_with_no_usable_input_is_one_error_line_and_exit_2(tmp_path, capsys)
 
 def test_cli_says_that_single_images_are_not_adapted(tmp_path, checkpoint, caplog):
     Image.fromarray(_image(32, 32)).save(tmp_path / "photo.png")
-    with caplog.at_level(logging.WARNING, logger="objectness.inference.segment"):
+    with caplog.at_level(logging.WARNING, logger="objectness.tools.segment_files"):
         assert _segment(tmp_path / "photo.png", "--checkpoint", checkpoint, "--out", tmp_path / "out",
                         "--adapt", "2") == 0
     assert "1 single image(s) are segmented without" in caplog.text
@@ -314,15 +314,15 @@ def test_cli_says_that_single_images_are_not_adapted(tmp_path, checkpoint, caplo
 
 
 def test_a_video_that_cannot_be_adapted_is_still_segmented(tmp_path, checkpoint, video, caplog, monkeypatch):
-    import objectness.inference.segment as segment_module
-    from objectness.data.pairs import DataError
+    import objectness.tools.segment_files as segment_module
+    from objectness.data.video import DataError
 
     def refuse(*args, **kwargs):
         raise DataError("no pair")
 
     monkeypatch.setattr(segment_module, "adapt", refuse)
     _write_mp4(tmp_path / "clip.mp4", video[:3, :32, :32])
-    with caplog.at_level(logging.WARNING, logger="objectness.inference.segment"):
+    with caplog.at_level(logging.WARNING, logger="objectness.tools.segment_files"):
         assert _segment(tmp_path / "clip.mp4", "--checkpoint", checkpoint, "--out", tmp_path / "out",
                         "--adapt", "2") == 0
     assert "cannot adapt (no pair)" in caplog.text

@@ -13,7 +13,7 @@ from semantic_fixtures import (
 )
 
 from objectness.config import SemanticDataConfig
-from objectness.data.pairs import DataError
+from objectness.data.video import DataError
 from objectness.semantic.data import (
     CAMVID_CLASSES,
     VOC_CLASSES,

@@ -186,7 +186,8 @@ def _non_negative_int(text: str) -> int:
 
 
 def run_segment(args) -> int:
-    from .inference.segment import default_checkpoint, load_segmenter, segment_inputs
+    from .inference.segmenter import default_checkpoint, load_segmenter
+    from .tools.segment_files import segment_inputs
 
     checkpoint = args.checkpoint if args.checkpoint is not None else default_checkpoint()
     segmenter = load_segmenter(checkpoint, args.channel, args.device, args.scales, args.guided_radius)
@@ -229,6 +230,7 @@ def add_channels_parser(subparsers) -> None:
 
 def run_channels(args) -> int:
     from .config import ConfigError
+    from .device import resolve_device
     from .inference.channels import (
         channel_statistics,
         channels_figure,
@@ -237,7 +239,7 @@ def run_channels(args) -> int:
         sample_pairs,
     )
     from .model.checkpoint import load_model, store_objectness_channel
-    from .training.train import resolve_device, taught_channel
+    from .training.train import taught_channel
 
     if args.data is None and args.channel is None:
         raise ConfigError("channels: give --data to choose the channel from statistics, or --channel K")
@@ -319,7 +321,7 @@ def add_evaluate_parser(subparsers) -> None:
 def run_evaluate(args) -> int:
     from .config import ConfigError
     from .evaluation.evaluate import evaluate, format_markdown
-    from .inference.segment import default_checkpoint, load_segmenter
+    from .inference.segmenter import default_checkpoint, load_segmenter
 
     if args.root is None and (args.images is None or args.masks is None):
         raise ConfigError("evaluate: give --root (or, for a saliency set, --images and --masks)")
@@ -525,7 +527,7 @@ def subcommands() -> dict:
 
 def _user_errors() -> tuple:
     from .config import ConfigError
-    from .data.pairs import DataError
+    from .data.video import DataError
     from .evaluation.evaluate import EvaluationError
     from .model.checkpoint import CheckpointError
 

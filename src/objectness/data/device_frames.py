@@ -34,7 +34,8 @@ from PIL import Image
 
 from ..config import Config, ConfigError, DataConfig
 from ..files import atomic_write
-from .pairs import DataError, Video, build_videos
+from .sources import build_videos
+from .video import DataError, Video
 
 log = logging.getLogger(__name__)
 

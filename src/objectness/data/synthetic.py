@@ -1,5 +1,7 @@
 """Procedural videos with ground-truth masks: the demo's data and the tests' fixture.
 
+``panning_video`` is simpler: a camera pan over texture, the bench's test video.
+
 A video is a camera moving (translation and a slight zoom) over a large textured
 background, with textured objects (one to three by default) that move on their own, each with
 its own velocity, bouncing inside the frame and sometimes sticking out of it.
@@ -19,6 +21,7 @@ slower when it broadcasts over a trailing axis of 3.
 from __future__ import annotations
 
 import colorsys
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +32,7 @@ from tqdm import tqdm
 
 from ..config import ConfigError, SyntheticConfig
 from ..files import atomic_write, write_text
+from .video import Video
 
 SHAPES = ("ellipse", "rectangle", "polygon", "blob")
 TEXTURES = {"blotches": (16, 8, 4, 2), "speckle": (6, 3, 2)}  # noise octave cells, in pixels
@@ -234,3 +238,19 @@ def write_dataset(root, cfg: SyntheticConfig) -> list:
     image_sets.mkdir(parents=True, exist_ok=True)
     write_text(image_sets / "all.txt", "".join(f"{name}\n" for name in names))
     return names
+
+
+def panning_video(num_frames: int, size: tuple = (480, 854), pan: int = 8, seed: int = 0) -> Video:
+    """A camera pan of ``pan`` pixels per frame over smooth random texture, (H, W) = ``size``,
+    JPEG-encoded as ``objectness segment`` holds a video file (the bench's test video)."""
+    height, width = size
+    rng = np.random.default_rng(seed)
+    full_width = width + pan * num_frames
+    cells = rng.integers(0, 256, (height // 16, full_width // 16, 3), dtype=np.uint8)
+    texture = Image.fromarray(cells).resize((full_width, height), Image.Resampling.BILINEAR)
+    frames = []
+    for t in range(num_frames):
+        buffer = io.BytesIO()
+        texture.crop((pan * t, 0, pan * t + width, height)).save(buffer, format="JPEG", quality=95)
+        frames.append(buffer.getvalue())
+    return Video("synthetic-480p", frames)

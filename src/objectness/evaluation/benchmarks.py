@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..data.pairs import IMAGE_SUFFIXES, DataError, Video, _davis_split, natural_key
+from ..data.sources import _davis_split
+from ..data.video import IMAGE_SUFFIXES, DataError, Video, natural_key
 
 logger = logging.getLogger(__name__)
 

@@ -23,9 +23,10 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from ..data.pairs import FrameError, Video
+from ..data.video import FrameError, Video
 from ..files import write_bytes, write_text
-from ..inference.segment import adapt, segment_images
+from ..inference.segmenter import segment_images
+from ..training.adapt import adapt
 from .benchmarks import (
     BENCHMARKS,
     load_ground_truth,

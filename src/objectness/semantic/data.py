@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from ..config import SemanticDataConfig
-from ..data.pairs import DataError, natural_key
+from ..data.video import DataError, natural_key
 from .metrics import VOID
 
 DATASETS = ("camvid", "voc", "folders")

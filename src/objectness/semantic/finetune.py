@@ -35,7 +35,8 @@ from ..config import (
     save_config,
     to_dict,
 )
-from ..data.pairs import DataError, natural_key
+from ..data.video import DataError, natural_key
+from ..device import resolve_device
 from ..files import write_json, write_text
 from ..model.appearance import AppearanceNet
 from ..model.checkpoint import (
@@ -52,13 +53,7 @@ from ..model.checkpoint import (
     weights_file,
 )
 from ..training.logger import MetricsLogger
-from ..training.train import (
-    check_run_dir,
-    poly_lr,
-    prepare_run_dir,
-    resolve_device,
-    seed_everything,
-)
+from ..training.train import check_run_dir, poly_lr, prepare_run_dir, seed_everything
 from ..visualize import panel_row, save_image_atomic
 from .data import (
     DEFAULT_SPLITS,

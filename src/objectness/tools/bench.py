@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import io
 import os
 import platform
 import statistics
@@ -26,34 +25,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
 import torchvision
-from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from .. import __version__
 from ..config import Config, ConfigError, load_config, to_dict
 from ..data.device_frames import DeviceFrames, DevicePairLoader
-from ..data.pairs import Video, build_pair_dataset
+from ..data.pairs import build_pair_dataset
+from ..data.synthetic import panning_video
+from ..device import resolve_device
 from ..files import write_json
 from ..inference.refine import check_guided_filter
-from ..inference.segment import (
-    BATCH_SIZE,
-    Segmenter,
-    adapt,
-    check_scales,
-    inference_short_edge,
-    inference_size,
-    segment_video,
-)
+from ..inference.segmenter import BATCH_SIZE, Segmenter, segment_video
+from ..inference.sizing import check_scales, inference_short_edge, inference_size
 from ..model.amd import AMD
+from ..training.adapt import adapt
 from ..training.train import (
     make_optimizer,
     optimisation_step,
     pair_loader,
-    resolve_device,
     training_step,
 )
 
@@ -276,25 +268,10 @@ def bench_infer(cfg: Config, device: torch.device, options: BenchOptions, peaks:
     return results
 
 
-def synthetic_video(num_frames: int, size: tuple = FRAME_480P, pan: int = 8, seed: int = 0) -> Video:
-    """A camera pan over smooth random texture, JPEG-encoded as ``objectness segment`` holds a video file."""
-    height, width = size
-    rng = np.random.default_rng(seed)
-    full_width = width + pan * num_frames
-    cells = rng.integers(0, 256, (height // 16, full_width // 16, 3), dtype=np.uint8)
-    texture = Image.fromarray(cells).resize((full_width, height), Image.Resampling.BILINEAR)
-    frames = []
-    for t in range(num_frames):
-        buffer = io.BytesIO()
-        texture.crop((pan * t, 0, pan * t + width, height)).save(buffer, format="JPEG", quality=95)
-        frames.append(buffer.getvalue())
-    return Video("synthetic-480p", frames)
-
-
 def bench_adapt(cfg: Config, device: torch.device, options: BenchOptions, peaks: dict) -> dict:
     """segment.adapt on a synthetic 480p video, then segmenting its frames with the adapted copy."""
     steps = options.adapt_steps or (PAPER_ADAPT_STEPS if device.type == "cuda" else 2)
-    video = synthetic_video(options.video_frames)
+    video = panning_video(options.video_frames, FRAME_480P)
     # Segmenting at every test scale, with the guided filter where the preset has one, as segment does.
     segmenter = Segmenter(build_model(cfg, device).eval(), cfg, 0, device, inference_short_edge(cfg),
                           check_scales(cfg.data.test_scales),

@@ -16,15 +16,16 @@ import numpy as np
 
 from ..config import Config, load_config
 from ..data import synthetic
-from ..evaluation.metrics import centre_prior, jaccard
+from ..evaluation.metrics import jaccard
 from ..files import write_json
+from ..inference.centre_prior import centre_prior
 from ..inference.channels import (
     channel_statistics,
     choose_objectness_channel,
     sample_pairs,
 )
 from ..inference.forward import frames_to_tensor, predict_masks
-from ..inference.segment import inference_short_edge, inference_size
+from ..inference.sizing import inference_short_edge, inference_size
 from ..model.checkpoint import load_model
 from ..training.train import train
 from ..visualize import mask_strip, overlay, save_image_atomic

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from ..config import Config, ConfigError, save_config, to_dict
 from ..data.device_frames import DeviceFrames, DevicePairLoader
 from ..data.pairs import build_pair_dataset
+from ..device import resolve_device
 from ..model.amd import AMD, AMDOutput
 from ..model.checkpoint import (
     LAST,
@@ -36,12 +37,13 @@ from ..model.checkpoint import (
     set_rng_state,
 )
 from ..model.warp import backward_warp
-from ..objectives.distillation import Teachers, distillation_loss, paste_objects
+from ..objectives.distillation import distillation_loss, paste_objects
 from ..objectives.flow_fit import flow_fit_loss
 from ..objectives.motion_masks import motion_mask_loss
 from ..objectives.view_synthesis import view_synthesis_loss
 from . import distributed
 from .logger import MetricsLogger
+from .teachers import Teachers
 
 log = logging.getLogger(__name__)
 
@@ -307,21 +309,6 @@ def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
     if overwrite and run_dir.is_dir():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-
-
-def resolve_device(name) -> torch.device:
-    """auto (CUDA when there is a GPU), cpu, cuda, cuda:1, ... (or a torch.device) -> torch.device."""
-    if isinstance(name, torch.device):
-        return name
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device '{name}' (auto, cpu, cuda, cuda:1, ...)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device '{name}' asked for, but PyTorch sees no CUDA GPU")
-    return device
 
 
 def seed_everything(seed: int) -> None:

@@ -1,0 +1,209 @@
+"""Zero-shot segmentation of images and videos with a trained AMD (SPEC 2.2, 2.3 per-image).
+
+Only the appearance network f_A segments: its objectness channel is the soft
+objectness map, averaged over the test scales and refined by the guided filter
+where the checkpoint asks for them.
+
+    segmenter = load_segmenter("runs/amd")               # or "centre-prior"; None: the shipped model
+    maps = segment_images(segmenter, images)             # uint8 (H, W, 3) -> float32 (H, W) in 0..1
+    maps = segment_video(segmenter, frames)              # every frame, per image
+
+Per-video segmentation adapts a copy of the model to the video first
+(``objectness.training.adapt``): ``segment_video(adapt(segmenter, frames, 100), frames)``.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..config import Config
+from ..data.video import FrameError, Video, as_rgb_array, as_video
+from ..device import resolve_device
+from ..model.checkpoint import CheckpointError, load_model
+from .centre_prior import centre_prior
+from .forward import frames_to_tensor, mean_objectness
+from .refine import check_guided_filter, refine_objectness
+from .sizing import (
+    check_scales,
+    inference_short_edge,
+    inference_size,
+    scaled_short_edges,
+)
+
+log = logging.getLogger(__name__)
+
+CENTRE_PRIOR = "centre-prior"  # the checkpoint name of the baseline with no weights
+BATCH_SIZE = 8  # images per forward pass at test time
+
+
+@dataclass
+class Segmenter:
+    """A trained model, its objectness channel and device; ``model`` None is the centre-prior baseline."""
+
+    model: Optional[torch.nn.Module]  # an AMD in eval mode
+    cfg: Optional[Config]
+    channel: Optional[int]  # the objectness channel of the masks
+    device: torch.device
+    short_edge: int = 0  # test-time shorter edge in pixels, a multiple of 8
+    scales: tuple = (1.0,)  # the objectness map is the mean over these multiples of short_edge
+    guided_radius: float = 0.0  # refine.py: guided filter radius, a fraction of the shorter edge; 0 = off
+    guided_eps: float = 0.001
+    adaptation_noted: bool = field(default=False, repr=False)  # the baseline said once it cannot adapt
+
+    @property
+    def is_centre_prior(self) -> bool:
+        return self.model is None
+
+
+SHIPPED_MODEL = "amd-davis2016-flowfit.safetensors"  # see MODEL_CARD.md
+
+
+def default_checkpoint() -> Path:
+    """The model shipped with the package (MODEL_CARD.md), used when no checkpoint is given."""
+    path = Path(__file__).resolve().parents[1] / "weights" / SHIPPED_MODEL
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint given and the shipped model {path} is missing: pass --checkpoint "
+                              f"(a run folder, last.pt or model.safetensors, or '{CENTRE_PRIOR}' for the baseline)")
+    return path
+
+
+def load_segmenter(checkpoint, channel: Optional[int] = None, device="auto", scales=None,
+                   guided_radius: Optional[float] = None) -> Segmenter:
+    """A segmenter from a run folder, last.pt or .safetensors file, or ``"centre-prior"``.
+
+    The objectness channel is ``channel`` if given, else the one stored with the
+    checkpoint by ``objectness channels``. device: auto (CUDA when there is a GPU),
+    cpu, cuda, cuda:1, ... scales: multiples of the test shorter edge whose maps
+    are averaged (default: the checkpoint's ``data.test_scales``). guided_radius:
+    the guided filter's radius as a fraction of the shorter edge, 0 = off (default:
+    the checkpoint's ``data.test_guided_radius``).
+    """
+    device = resolve_device(device)
+    if str(checkpoint) == CENTRE_PRIOR:
+        return Segmenter(None, None, None, device)
+    model, cfg, meta = load_model(checkpoint, map_location=device)
+    if channel is None:
+        channel = meta.get("objectness_channel")
+    if channel is None:
+        raise CheckpointError(f"{checkpoint}: no objectness channel is stored with this checkpoint; "
+                              "run `objectness channels` on it, or pass --channel")
+    count = cfg.model.num_segments
+    if isinstance(channel, bool) or not isinstance(channel, int) or not 0 <= channel < count:
+        raise CheckpointError(f"objectness channel {channel!r} is out of range: "
+                              f"{checkpoint} has {count} mask channels (0 to {count - 1})")
+    scales = check_scales(cfg.data.test_scales if scales is None else scales)
+    radius, eps = check_guided_filter(cfg.data.test_guided_radius if guided_radius is None else guided_radius,
+                                      cfg.data.test_guided_eps)
+    return Segmenter(model, cfg, channel, device, inference_short_edge(cfg), scales, radius, eps)
+
+
+def _to_inference_size(images: list, segmenter: Segmenter, size=None) -> torch.Tensor:
+    """Same-size uint8 (H, W, 3) images -> (B, 3, h, w) float in 0..1 on the device, at ``size``
+    or else at the test-time size of their own."""
+    batch = frames_to_tensor(np.stack(images)).to(segmenter.device)  # (B, 3, H, W)
+    size = size or inference_size(*images[0].shape[:2], segmenter.short_edge)
+    return F.interpolate(batch, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+@torch.no_grad()
+def _objectness(segmenter: Segmenter, images: list) -> list:
+    """Soft objectness maps of same-size uint8 images, each float32 (H, W) in 0..1: the mean of
+    the objectness channel at each of the segmenter's scales, upsampled to the images, then
+    refined by the guided filter of each image where the segmenter has a radius."""
+    height, width = images[0].shape[:2]
+    if segmenter.is_centre_prior:
+        return [centre_prior(height, width) for _ in images]
+    batch = frames_to_tensor(np.stack(images)).to(segmenter.device)  # (B, 3, H, W)
+    sizes = [inference_size(height, width, edge) for edge in scaled_short_edges(segmenter.short_edge, segmenter.scales)]
+    maps = mean_objectness(segmenter.model.appearance.eval(), batch, segmenter.channel, sizes, (height, width))
+    return [refine_objectness(image, soft, segmenter.guided_radius, segmenter.guided_eps)
+            for image, soft in zip(images, maps.clamp(0, 1).cpu().numpy())]
+
+
+def segment_images(segmenter: Segmenter, images, batch_size: int = BATCH_SIZE) -> list:
+    """Soft objectness maps (f_A only, SPEC 2.2), each float32 (H, W) in 0..1 at its image's size.
+
+    images: uint8 (H, W, 3) RGB arrays or PIL images, of any sizes; images of
+    one size go through the network together.
+    """
+    images = [as_rgb_array(image) for image in images]
+    maps = [None] * len(images)
+    by_size = {}
+    for index, image in enumerate(images):
+        by_size.setdefault(image.shape, []).append(index)
+    for indices in by_size.values():
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start:start + batch_size]
+            for index, soft in zip(chunk, _objectness(segmenter, [images[i] for i in chunk])):
+                maps[index] = soft
+    return maps
+
+
+def segment_frames(segmenter: Segmenter, video: Video, progress: bool = True):
+    """Yield (index, frame, soft map) for each readable frame of ``video``, in order.
+
+    An unreadable frame is skipped with a warning. No adaptation here: see ``adapt``.
+    """
+    bar = tqdm(total=len(video), desc=f"segmenting {video.name}", unit="frame", disable=not progress, leave=False)
+    with bar:
+        for start in range(0, len(video), BATCH_SIZE):
+            indices, frames = [], []
+            for index in range(start, min(start + BATCH_SIZE, len(video))):
+                try:
+                    frames.append(video.read(index))
+                    indices.append(index)
+                except FrameError as err:
+                    log.warning("skipping unreadable frame: %s", err)
+            yield from zip(indices, frames, segment_images(segmenter, frames))
+            bar.update(min(BATCH_SIZE, len(video) - start))
+
+
+def segment_video(segmenter: Segmenter, frames, progress: bool = True):
+    """Soft objectness maps of every frame of a video, per image (SPEC 2.3).
+
+    frames: a sequence of uint8 (H, W, 3) frames or a data.Video. For the
+    per-video protocol, adapt first: ``segment_video(adapt(segmenter, frames, 100), frames)``.
+    Returns float32 (N, H, W) in 0..1 (a list of (H, W) maps if the frames differ in size).
+    """
+    maps = [soft for _, _, soft in segment_frames(segmenter, as_video(frames), progress)]
+    return np.stack(maps) if len({m.shape for m in maps}) == 1 else maps
+
+
+@torch.no_grad()
+def all_channels(segmenter: Segmenter, frame1, frame2=None) -> tuple:
+    """Every mask channel of frame1 and the segment flow that rebuilds it from frame2.
+
+    frame1, frame2: uint8 (H, W, 3). Returns soft masks, float (c, H, W), and the
+    segment flow, (2, H, W) in pixels of frame1 (None without frame2, or for a model
+    trained without view synthesis), on the CPU.
+    The centre-prior baseline has one channel and no flow.
+    """
+    frame1 = as_rgb_array(frame1)
+    height, width = frame1.shape[:2]
+    if frame2 is not None and not segmenter.is_centre_prior and not segmenter.cfg.loss.view_synthesis_weight:
+        frame2 = None  # f_M was never trained (the flow fit alone): its segment flow means nothing
+    if segmenter.is_centre_prior:
+        return torch.from_numpy(centre_prior(height, width))[None], None
+    model = segmenter.model.eval()
+    image1 = _to_inference_size([frame1], segmenter)  # (1, 3, h, w)
+    if frame2 is None:
+        masks, flow = model.appearance(image1), None  # (1, c, h/8, w/8)
+    else:
+        image2 = _to_inference_size([as_rgb_array(frame2)], segmenter, size=image1.shape[-2:])
+        out = model(image1, image2)
+        masks, flow = out.masks1, out.flows12[0]  # (1, 2, h, w) in test-size pixels
+        scale = torch.tensor([width / flow.shape[-1], height / flow.shape[-2]], device=flow.device)
+        flow = F.interpolate(flow, size=(height, width), mode="bilinear", align_corners=False)[0] * scale[:, None, None]
+        flow = flow.float().cpu()
+    masks = F.interpolate(masks.float(), size=(height, width), mode="bilinear", align_corners=False)[0]
+    return masks.cpu(), flow
+
+
+# ---------------------------------------------------------------- objectness segment: files in, files out
