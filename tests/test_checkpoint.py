@@ -11,12 +11,11 @@ from objectness.model.checkpoint import (
     load_checkpoint,
     load_model,
     metadata,
-    rng_state,
     save_checkpoint,
     save_weights,
-    set_rng_state,
     store_objectness_channel,
 )
+from objectness.training.run import rng_state, set_rng_state
 
 
 class NotATensor:

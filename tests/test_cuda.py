@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from objectness.model.amd import AMD
-from objectness.training.train import training_step
+from objectness.training.step import training_step
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -11,17 +11,18 @@ RANK_SCRIPT = textwrap.dedent(
     """
     import os, sys
     import torch
+    import objectness.training.step as step_module
     import objectness.training.train as train_module
     from objectness.config import load_config
 
     replicas = []
-    step = train_module.training_step
+    step = step_module.training_step
 
     def remembering_step(model, *args):
         replicas.append(model)
         return step(model, *args)
 
-    train_module.training_step = remembering_step
+    step_module.training_step = remembering_step
     run_dir, out = sys.argv[1], sys.argv[2]
     train_module.train(load_config(None, sys.argv[3:]), run_dir)
     model = replicas[-1]

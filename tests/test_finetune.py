@@ -18,18 +18,16 @@ from objectness.model.checkpoint import (
     save_weights,
 )
 from objectness.semantic import finetune as finetune_module
+from objectness.semantic.evaluate import evaluate_run
 from objectness.semantic.finetune import (
     backbone_weights,
-    build_model,
-    class_logits,
-    evaluate_run,
     finetune,
-    load_semantic_model,
     make_optimizer,
     optimisation_step,
-    write_checkpoint,
 )
+from objectness.semantic.model import build_model, class_logits, load_semantic_model
 from objectness.training.logger import read_metrics
+from objectness.training.run import write_training_state
 
 TINY = [
     "model.appearance.depth=18",
@@ -141,11 +139,11 @@ def test_a_run_folder_holds_config_metrics_panels_checkpoint_weights_and_scores(
 def test_resuming_reproduces_the_uninterrupted_run(tiny, tmp_path, monkeypatch):
     finetune(tiny, tmp_path / "straight", progress=False)
 
-    def write_then_crash(path, *args):
-        write_checkpoint(path, *args)
+    def write_then_crash(path, *args, **kwargs):
+        write_training_state(path, *args, **kwargs)
         raise KeyboardInterrupt  # killed right after the checkpoint of step 2
 
-    monkeypatch.setattr(finetune_module, "write_checkpoint", write_then_crash)
+    monkeypatch.setattr(finetune_module, "write_training_state", write_then_crash)
     with pytest.raises(KeyboardInterrupt):
         finetune(tiny, tmp_path / "resumed", progress=False)
     monkeypatch.undo()

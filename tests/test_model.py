@@ -195,7 +195,7 @@ def test_unknown_motion_init_is_a_config_error():
 
 
 def _gradients(model, frames, loss_cfg, bf16):
-    from objectness.training.train import training_step
+    from objectness.training.step import training_step
 
     model.zero_grad(set_to_none=True)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):

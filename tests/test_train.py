@@ -5,11 +5,13 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-import objectness.training.train as train_module
+import objectness.training.step as step_module
 from objectness.config import TrainConfig, load_config, to_dict
 from objectness.model.amd import AMD
 from objectness.training.logger import read_metrics
-from objectness.training.train import PairStream, make_optimizer, poly_lr, train
+from objectness.training.run import poly_lr
+from objectness.training.step import make_optimizer
+from objectness.training.train import PairStream, train
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +118,7 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, tiny_overrides, monke
     train(cfg, tmp_path / "straight")
 
     calls = []
-    real_step = train_module.training_step
+    real_step = step_module.training_step
 
     def interrupted_step(*args):
         calls.append(1)
@@ -124,10 +126,10 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, tiny_overrides, monke
             raise KeyboardInterrupt
         return real_step(*args)
 
-    monkeypatch.setattr(train_module, "training_step", interrupted_step)
+    monkeypatch.setattr(step_module, "training_step", interrupted_step)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, tmp_path / "resumed")
-    monkeypatch.setattr(train_module, "training_step", real_step)
+    monkeypatch.setattr(step_module, "training_step", real_step)
     summary = train(cfg, tmp_path / "resumed", resume=True)
 
     straight, resumed = read_metrics(tmp_path / "straight"), read_metrics(tmp_path / "resumed")

@@ -239,7 +239,7 @@ def run_channels(args) -> int:
         sample_pairs,
     )
     from .model.checkpoint import load_model, store_objectness_channel
-    from .training.train import taught_channel
+    from .training.step import taught_channel
 
     if args.data is None and args.channel is None:
         raise ConfigError("channels: give --data to choose the channel from statistics, or --channel K")
@@ -448,7 +448,8 @@ def add_finetune_parser(subparsers) -> None:
 
 def run_finetune(args) -> int:
     from .config import ConfigError, FinetuneConfig, load_config
-    from .semantic.finetune import evaluate_run, finetune, format_markdown
+    from .semantic.evaluate import evaluate_run, format_markdown
+    from .semantic.finetune import finetune
 
     if args.eval:
         summary = evaluate_run(args.out, data_root=args.data, split=args.split, device=args.device or "auto")
@@ -495,7 +496,8 @@ def add_semantic_parser(subparsers) -> None:
 
 
 def run_semantic(args) -> int:
-    from .semantic.finetune import load_semantic_model, predict
+    from .semantic.model import load_semantic_model
+    from .semantic.predict import predict
 
     model, cfg, meta = load_semantic_model(args.checkpoint, args.device)
     written = predict(model, meta, args.inputs, args.out, cfg.data.test_short_edge)

@@ -9,10 +9,8 @@ A training checkpoint is a dict of tensors and plain Python values:
 import json
 import os
 import pickle
-import random
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .. import __version__
@@ -164,25 +162,3 @@ def store_objectness_channel(path, channel: int, statistics=None) -> list:
             state["metadata"] = {**state.get("metadata", {}), **update}
             save_checkpoint(file, state)
     return files
-
-
-def rng_state() -> dict:
-    """Every generator training draws from, as tensors and plain values."""
-    name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
-    version, internal, gauss_next = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": [name, keys.tolist(), position, has_gauss, cached_gaussian],
-        "python": [version, list(internal), gauss_next],
-    }
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    name, keys, *rest = state["numpy"]
-    np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
-    version, internal, gauss_next = state["python"]
-    random.setstate((version, tuple(internal), gauss_next))

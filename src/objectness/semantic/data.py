@@ -24,7 +24,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from ..config import SemanticDataConfig
+from ..config import FinetuneConfig, SemanticDataConfig
 from ..data.video import DataError, natural_key
 from .metrics import VOID
 
@@ -256,3 +256,11 @@ class CropDataset(Dataset):
         if cfg.hflip and rng.random() < 0.5:
             image, label = image[:, ::-1], label[:, ::-1]
         return image.copy(), label.copy()  # contiguous and writable
+
+
+def train_split(cfg: FinetuneConfig) -> str:
+    return cfg.data.train_split or DEFAULT_SPLITS.get(cfg.data.dataset, ("train", "val"))[0]
+
+
+def eval_split(cfg: FinetuneConfig) -> str:
+    return cfg.data.eval_split or DEFAULT_SPLITS.get(cfg.data.dataset, ("train", "val"))[1]

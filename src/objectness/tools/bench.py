@@ -42,12 +42,8 @@ from ..inference.segmenter import BATCH_SIZE, Segmenter, segment_video
 from ..inference.sizing import check_scales, inference_short_edge, inference_size
 from ..model.amd import AMD
 from ..training.adapt import adapt
-from ..training.train import (
-    make_optimizer,
-    optimisation_step,
-    pair_loader,
-    training_step,
-)
+from ..training.step import make_optimizer, optimisation_step, training_step
+from ..training.train import pair_loader
 
 SECTIONS = ("train", "infer", "adapt", "loader")
 DEFAULT_PRESETS = ("paper", "cpu-small")

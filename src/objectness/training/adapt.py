@@ -19,7 +19,7 @@ from ..data.classical_flow import FlowCache, cache_short_edge, compute_flows
 from ..data.pairs import PairDataset
 from ..data.video import as_video
 from ..inference.segmenter import Segmenter
-from .train import make_optimizer, optimisation_step
+from .step import make_optimizer, optimisation_step
 
 log = logging.getLogger(__name__)
 
