@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from . import __version__
+from ._version import __version__
 
 
 def add_train_parser(subparsers) -> None:
@@ -186,11 +186,10 @@ def _non_negative_int(text: str) -> int:
 
 
 def run_segment(args) -> int:
-    from .inference.segmenter import default_checkpoint, load_segmenter
+    from .inference.segmenter import load_segmenter
     from .tools.segment_files import segment_inputs
 
-    checkpoint = args.checkpoint if args.checkpoint is not None else default_checkpoint()
-    segmenter = load_segmenter(checkpoint, args.channel, args.device, args.scales, args.guided_radius)
+    segmenter = load_segmenter(args.checkpoint, args.channel, args.device, args.scales, args.guided_radius)
     summary = segment_inputs(segmenter, args.inputs, args.out, threshold=args.threshold, adapt_steps=args.adapt,
                              images=args.images, overwrite=args.overwrite)
     print(f"segmented {len(summary['outputs'])} input(s): results in {args.out}")

@@ -74,9 +74,10 @@ def default_checkpoint() -> Path:
     return path
 
 
-def load_segmenter(checkpoint, channel: Optional[int] = None, device="auto", scales=None,
+def load_segmenter(checkpoint=None, channel: Optional[int] = None, device="auto", scales=None,
                    guided_radius: Optional[float] = None) -> Segmenter:
-    """A segmenter from a run folder, last.pt or .safetensors file, or ``"centre-prior"``.
+    """A segmenter from a run folder, last.pt or .safetensors file, or ``"centre-prior"``;
+    None is the model shipped with the package (MODEL_CARD.md).
 
     The objectness channel is ``channel`` if given, else the one stored with the
     checkpoint by ``objectness channels``. device: auto (CUDA when there is a GPU),
@@ -86,6 +87,8 @@ def load_segmenter(checkpoint, channel: Optional[int] = None, device="auto", sca
     the checkpoint's ``data.test_guided_radius``).
     """
     device = resolve_device(device)
+    if checkpoint is None:
+        checkpoint = default_checkpoint()
     if str(checkpoint) == CENTRE_PRIOR:
         return Segmenter(None, None, None, device)
     model, cfg, meta = load_model(checkpoint, map_location=device)

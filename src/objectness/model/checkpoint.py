@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .. import __version__
+from .._version import __version__
 from ..config import Config, ConfigError, from_dict, merge, to_dict
 from ..files import atomic_write
 

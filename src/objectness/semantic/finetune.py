@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from .. import __version__
+from .._version import __version__
 from ..config import AppearanceConfig, ConfigError, FinetuneConfig, save_config, to_dict
 from ..device import resolve_device
 from ..model.checkpoint import (

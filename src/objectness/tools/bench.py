@@ -30,7 +30,7 @@ import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
-from .. import __version__
+from .._version import __version__
 from ..config import Config, ConfigError, load_config, to_dict
 from ..data.device_frames import DeviceFrames, DevicePairLoader
 from ..data.pairs import build_pair_dataset

@@ -1,0 +1,57 @@
+"""The shipped model's maps on two fixed images are what they were when the reference was recorded.
+
+tests/data/shipped-model-maps.npz holds the maps ``segment_images`` gave with
+the shipped weights and their default test settings (four scales, guided
+filter), on one thread, before the package was laid out in subpackages. On the
+CPU model and torch release that recorded them the maps must be equal bit for
+bit; elsewhere kernels may round differently, and they must agree to 1e-5.
+"""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from objectness import load_segmenter, segment_images
+
+REFERENCE = Path(__file__).parent / "data" / "shipped-model-maps.npz"
+
+
+def fixed_image(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """Grey noise with a red, noisy ellipse left of and below the centre."""
+    y, x = np.mgrid[:height, :width]
+    image = rng.integers(60, 120, size=(height, width, 3)).astype(np.float32)
+    blob = ((y - height * 0.55) ** 2 / (0.2 * height) ** 2 + (x - width * 0.45) ** 2 / (0.18 * width) ** 2) < 1
+    image[blob] = [200, 40, 30] + rng.normal(0, 10, size=(blob.sum(), 3))
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        return ""
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the sum order of a convolution depends on the thread count
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_the_shipped_models_maps_are_unchanged(one_thread):
+    reference = np.load(REFERENCE)
+    rng = np.random.default_rng(0)
+    images = [fixed_image(rng, 144, 176), fixed_image(rng, 120, 90)]
+    maps = segment_images(load_segmenter(device="cpu"), images)
+    same_machine = (str(reference["cpu"]) == cpu_model()
+                    and str(reference["torch"]) == torch.__version__.split("+")[0])
+    for got, expected in zip(maps, (reference["map0"], reference["map1"])):
+        assert got.dtype == expected.dtype and got.shape == expected.shape
+        if same_machine:
+            np.testing.assert_array_equal(got, expected)
+        else:
+            np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
