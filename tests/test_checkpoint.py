@@ -149,3 +149,10 @@ def test_a_config_saved_before_the_release_objective_options_keeps_its_objective
 def _saved(path, cfg):
     save_weights(path, AMD(cfg.model), cfg, metadata())
     return path
+
+
+def test_weights_whose_config_is_out_of_range_are_refused(tmp_path, tiny_config, tiny_model):
+    tiny_config.data.gap = 0  # no longer a valid config
+    save_weights(tmp_path / "model.safetensors", tiny_model, tiny_config, metadata(objectness_channel=0))
+    with pytest.raises(CheckpointError, match="data.gap"):
+        load_model(tmp_path / "model.safetensors")

@@ -72,3 +72,65 @@ def test_every_preset_loads_by_name_and_by_the_repository_path(name):
 def test_a_preset_of_the_other_command_is_named_as_such(preset, cls, command):
     with pytest.raises(ConfigError, match=f"'{preset}' is a preset of `objectness {command}`"):
         load_config(preset, cls=cls)
+
+
+@pytest.mark.parametrize("override, key", [
+    ("data.gap=0", "data.gap"),
+    ("train.batch_size=0", "train.batch_size"),
+    ("data.crop_size=[0,0]", "data.crop_size"),
+    ("data.crop_size=[128]", "data.crop_size"),
+    ("model.num_segments=0", "model.num_segments"),
+    ("model.appearance.width=0", "model.appearance.width"),
+    ("model.appearance.depth=19", "model.appearance.depth"),
+    ("train.lr=.nan", "train.lr"),
+    ("train.lr=-1e-4", "train.lr"),
+    ("train.lr=.inf", "train.lr"),
+    ("train.steps=0", "train.steps"),
+    ("train.seed=-1", "train.seed"),
+    ("train.log_every=0", "train.log_every"),
+    ("data.scale_range=[1.0,0.5]", "data.scale_range"),
+    ("data.short_edge=0", "data.short_edge"),
+    ("data.color_jitter=1.5", "data.color_jitter"),
+    ("data.test_scales=[0]", "test_scales"),
+    ("data.test_guided_radius=0.9", "test_guided_radius"),
+    ("loss.occlusion_threshold=-1", "loss.occlusion_threshold"),
+    ("loss.level_weights=[1,1,1,1,1,1]", "loss.level_weights"),
+    ("loss.grid=crop", "loss.grid"),
+    ("model.motion.warp_flow=dense", "model.motion.warp_flow"),
+    ("data.synthetic.num_frames=0", "data.synthetic.num_frames"),
+])
+def test_a_value_out_of_range_is_refused_when_the_config_is_loaded(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config("cpu-small", [override])
+
+
+def test_an_objective_of_zero_weights_is_refused():
+    with pytest.raises(ConfigError, match="nothing to learn"):
+        load_config("cpu-small", ["loss.view_synthesis_weight=0"])
+
+
+@pytest.mark.parametrize("override, key", [("train.momentum=1", "train.momentum"),
+                                           ("data.dataset=coco", "data.dataset"),
+                                           ("train.batch_size=0", "train.batch_size")])
+def test_a_finetune_value_out_of_range_is_refused(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config("finetune-cpu", [override], cls=FinetuneConfig)
+
+
+def test_a_config_built_in_python_is_checked_by_train(tmp_path):
+    from objectness.training.train import train
+
+    cfg = load_config("cpu-small")
+    cfg.data.gap = 0
+    with pytest.raises(ConfigError, match="data.gap"):
+        train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_command_line_gives_one_line_and_code_2_for_a_value_out_of_range(tmp_path, capsys):
+    from objectness.cli import main
+
+    assert main(["train", "--config", "cpu-small", "--set", "data.gap=0", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "data.gap" in err and "at least 1" in err
+    assert not (tmp_path / "run").exists()

@@ -163,9 +163,9 @@ def test_a_student_with_pasted_objects_learns_them_too(tmp_path, tiny_overrides,
     (["loss.distill_weight=0"], "needs loss.distill_weight"),
 ])
 def test_a_bad_distillation_is_refused_before_the_run_folder_is_made(tmp_path, tiny_overrides, overrides, message):
-    cfg = load_config(None, [*tiny_overrides, "loss.distill_weight=1", "loss.paste_weight=1",
-                             "loss.view_synthesis_weight=0", *overrides])
     with pytest.raises((ConfigError, CheckpointError), match=message):
+        cfg = load_config(None, [*tiny_overrides, "loss.distill_weight=1", "loss.paste_weight=1",
+                                 "loss.view_synthesis_weight=0", *overrides])
         train(cfg, tmp_path / "run")
     assert not (tmp_path / "run").exists()
 

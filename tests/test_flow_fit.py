@@ -168,7 +168,6 @@ def test_adaptation_fits_the_videos_own_classical_flow(tmp_path, tiny_overrides)
 def test_the_flow_fit_with_frames_on_the_device_is_refused_before_the_run_folder_is_made(tmp_path, tiny_overrides):
     from objectness.config import ConfigError
 
-    cfg = load_config(None, [*tiny_overrides, "loss.flow_fit_weight=1", "data.on_device=true"])
     with pytest.raises(ConfigError, match="data.on_device"):
-        train(cfg, tmp_path / "run")
+        train(load_config(None, [*tiny_overrides, "loss.flow_fit_weight=1", "data.on_device=true"]), tmp_path / "run")
     assert not (tmp_path / "run").exists()

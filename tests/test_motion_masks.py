@@ -93,8 +93,8 @@ def test_training_on_the_motion_masks_lowers_their_loss(tmp_path, tiny_overrides
 def test_a_motion_mask_channel_the_model_lacks_is_refused_before_the_run_folder_is_made(tmp_path, tiny_overrides):
     from objectness.config import ConfigError
 
-    cfg = load_config(None, [*tiny_overrides, "loss.motion_mask_weight=1", "loss.motion_mask_channel=5",
-                             "loss.view_synthesis_weight=0"])
     with pytest.raises(ConfigError, match="motion_mask_channel 5"):
+        cfg = load_config(None, [*tiny_overrides, "loss.motion_mask_weight=1", "loss.motion_mask_channel=5",
+                                 "loss.view_synthesis_weight=0"])
         train(cfg, tmp_path / "run")
     assert not (tmp_path / "run").exists()

@@ -2,10 +2,9 @@
 import numpy as np
 import pytest
 
-from objectness.config import ConfigError
+from objectness.config import ConfigError, check_guided_filter
 from objectness.evaluation.metrics import jaccard
 from objectness.inference.refine import (
-    check_guided_filter,
     guided_filter,
     guided_radius_pixels,
     refine_objectness,

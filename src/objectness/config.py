@@ -1,13 +1,20 @@
-"""Typed configuration with the paper's defaults (SPEC section 1).
+"""Typed configuration with the paper's defaults (docs/method.md#training).
 
 A config is a tree of dataclasses. Presets are YAML files in ``configs/``
 that set some of the fields; anything else keeps the default written here.
 Overrides from the command line are ``section.field=value`` strings whose
 value is parsed as YAML (``train.steps=100``, ``loss.level_weights=[1,1,0,0]``).
+
+Every config is checked here, and only here, when it is loaded (``load_config``,
+a checkpoint's config, ``train`` and ``finetune`` given a Config in Python):
+``from_dict`` checks keys and types, ``validate`` every value's range and the
+options that must agree. The networks and losses call the check of their own
+section when they are built directly.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
@@ -322,7 +329,7 @@ def load_config(preset: Optional[str] = None, overrides: Optional[list] = None, 
         update = parse_override(text)
         from_dict(update, cls)
         data = merge(data, update)
-    return from_dict(data, cls)
+    return validate(from_dict(data, cls))
 
 
 def save_config(cfg: Config, path: Path) -> None:
@@ -382,3 +389,224 @@ class FinetuneConfig:
     model: SemanticModelConfig = field(default_factory=SemanticModelConfig)
     data: SemanticDataConfig = field(default_factory=SemanticDataConfig)
     train: SemanticTrainConfig = field(default_factory=SemanticTrainConfig)
+
+
+# ---------------------------------------------------------------- validation
+
+
+def validate(cfg):
+    """``cfg`` (a Config or a FinetuneConfig) if every value is in its range; else ConfigError naming the
+    key, the range and the value. Returns ``cfg``."""
+    if isinstance(cfg, FinetuneConfig):
+        check_appearance(cfg.model.appearance, "model.appearance")
+        _check_semantic_data(cfg.data)
+        _check_schedule(cfg.train)
+        _in_range("train.momentum", cfg.train.momentum, 0, 1, high_open=True)
+        return cfg
+    check_model(cfg.model)
+    check_loss(cfg.loss, cfg.model)
+    _check_data(cfg.data)
+    _check_schedule(cfg.train)
+    t = cfg.train
+    if t.appearance_lr is not None:
+        _positive("train.appearance_lr", t.appearance_lr)
+    _non_negative("train.grad_clip", t.grad_clip)
+    _non_negative("train.time_limit", t.time_limit)
+    _at_least("train.stop_after", t.stop_after, 0)
+    if cfg.data.on_device and cfg.loss.uses_classical_flow:
+        raise ConfigError("loss.flow_fit_weight and loss.motion_mask_weight need classical flow, "
+                          "which data.on_device does not load; set data.on_device=false")
+    return cfg
+
+
+def check_appearance(cfg: AppearanceConfig, prefix: str = "model.appearance") -> None:
+    _one_of(f"{prefix}.depth", cfg.depth, (18, 34, 50))
+    _one_of(f"{prefix}.output_stride", cfg.output_stride, (8, 16, 32))
+    _at_least(f"{prefix}.width", cfg.width, 1)
+    _at_least(f"{prefix}.head_channels", cfg.head_channels, 1)
+    _at_least(f"{prefix}.head_dilation", cfg.head_dilation, 1)
+    _in_range(f"{prefix}.dropout", cfg.dropout, 0, 1, high_open=True)
+
+
+def check_model(cfg: ModelConfig) -> None:
+    """f_A, f_M and the number of segments (docs/method.md#the-model)."""
+    _at_least("model.num_segments", cfg.num_segments, 1)
+    check_appearance(cfg.appearance)
+    m = cfg.motion
+    if len(m.pyramid_channels) < 3:
+        raise ConfigError(f"model.motion.pyramid_channels: the motion pyramid needs at least 3 levels, "
+                          f"got {len(m.pyramid_channels)}")
+    for i, channels in enumerate(m.pyramid_channels):
+        _at_least(f"model.motion.pyramid_channels[{i}]", channels, 1)
+    _at_least("model.motion.search_range", m.search_range, 1)
+    if m.input_size is not None:
+        _pair("model.motion.input_size", m.input_size, least=2 ** len(m.pyramid_channels), integer=True)
+    _one_of("model.motion.mask_source", m.mask_source, ("sampled", "target"))
+    _one_of("model.motion.init", m.init, ("default", "kaiming"))
+    _one_of("model.motion.mask_resize", m.mask_resize, ("bilinear", "area"))
+    _one_of("model.motion.warp_flow", m.warp_flow, ("upsampled", "recomposed"))
+
+
+def check_loss(cfg: LossConfig, model: Optional[ModelConfig] = None) -> None:
+    """The objective's weights and options (docs/method.md#the-objective); with ``model``, the
+    channels and levels it names are checked against the model's."""
+    _one_of("loss.grid", cfg.grid, ("motion", "image"))
+    _one_of("loss.occlusion", cfg.occlusion, ("shared", "per_level"))
+    _one_of("loss.ssim", cfg.ssim, ("masked", "padded"))
+    _one_of("loss.flow_fit_model", cfg.flow_fit_model, ("affine", "constant"))
+    for key in ("l1_weight", "ssim_weight", "occlusion_threshold", "smooth_weight", "flow_fit_weight",
+                "motion_mask_weight", "distill_weight", "paste_weight", "view_synthesis_weight"):
+        _non_negative(f"loss.{key}", getattr(cfg, key))
+    if not cfg.level_weights:
+        raise ConfigError("loss.level_weights must hold at least one weight, got []")
+    for i, weight in enumerate(cfg.level_weights):
+        _non_negative(f"loss.level_weights[{i}]", weight)
+    if cfg.view_synthesis_weight and not (cfg.l1_weight or cfg.ssim_weight):
+        raise ConfigError("loss.l1_weight and loss.ssim_weight are both 0: view synthesis would compare nothing")
+    if cfg.paste_weight and not cfg.distill_weight:
+        raise ConfigError("loss.paste_weight pastes the objects of the teachers' maps: it needs loss.distill_weight > 0")
+    if not (cfg.view_synthesis_weight or cfg.flow_fit_weight or cfg.motion_mask_weight or cfg.distill_weight):
+        raise ConfigError("every term of the objective has weight 0 (loss.view_synthesis_weight, "
+                          "loss.flow_fit_weight, loss.motion_mask_weight, loss.distill_weight): nothing to learn")
+    scales = cfg.paste_scale_range
+    if cfg.paste_weight and not (len(scales) == 2 and all(_is_number(v) for v in scales)
+                                 and 0 < scales[0] <= scales[1] < math.inf):
+        raise ConfigError(f"loss.paste_scale_range must be [low, high] with 0 < low <= high, got {list(scales)}")
+    if cfg.distill_weight and cfg.motion_mask_weight and cfg.distill_channel != cfg.motion_mask_channel:
+        raise ConfigError("loss.distill_channel and loss.motion_mask_channel teach two channels to be the "
+                          "objectness channel; make them equal")
+    if model is None:
+        return
+    for key, weight in (("motion_mask_channel", cfg.motion_mask_weight), ("distill_channel", cfg.distill_weight)):
+        channel = getattr(cfg, key)
+        if weight and not 0 <= channel < model.num_segments:
+            raise ConfigError(f"loss.{key} {channel} is not one of the {model.num_segments} mask channels "
+                              "(model.num_segments)")
+    levels = len(model.motion.pyramid_channels) - 1
+    if cfg.view_synthesis_weight and len(cfg.level_weights) > levels:
+        raise ConfigError(f"loss.level_weights has {len(cfg.level_weights)} entries but the motion pyramid "
+                          f"gives {levels} flow levels (model.motion.pyramid_channels)")
+
+
+def check_test_scales(scales) -> tuple:
+    """The test scales (``data.test_scales``, ``--scales``) as a tuple of positive floats, or a clear error."""
+    scales = tuple(scales) if isinstance(scales, (list, tuple)) else (scales,)
+    if not scales or not all(_is_number(s) and 0 < s < math.inf for s in scales):
+        raise ConfigError(f"test scales (data.test_scales) must be positive numbers, got {list(scales)}")
+    return tuple(float(s) for s in scales)
+
+
+def check_guided_filter(radius, eps) -> tuple:
+    """(radius, eps) of the guided filter as floats, or a clear error: radius a fraction of the shorter
+    edge in [0, 0.5] (0 = off), eps > 0."""
+    for name, value in (("radius", radius), ("eps", eps)):
+        if not _is_number(value):
+            raise ConfigError(f"guided filter {name} must be a number, got {value!r}")
+    if not 0 <= radius <= 0.5:
+        raise ConfigError(f"guided filter radius (data.test_guided_radius) must be a fraction of the shorter "
+                          f"edge in 0..0.5 (0 = off), got {radius}")
+    if not 0 < eps < math.inf:
+        raise ConfigError(f"guided filter eps (data.test_guided_eps) must be positive, got {eps}")
+    return float(radius), float(eps)
+
+
+def check_synthetic(cfg: SyntheticConfig, prefix: str = "data.synthetic") -> None:
+    _at_least(f"{prefix}.num_videos", cfg.num_videos, 1)
+    _at_least(f"{prefix}.num_frames", cfg.num_frames, 1)
+    _at_least(f"{prefix}.height", cfg.height, 8)
+    _at_least(f"{prefix}.width", cfg.width, 8)
+    if not 0 <= cfg.min_objects <= cfg.max_objects:
+        raise ConfigError(f"{prefix}: need 0 <= min_objects <= max_objects, got {cfg.min_objects}, {cfg.max_objects}")
+    for key in ("max_speed", "camera_speed", "camera_zoom"):
+        _non_negative(f"{prefix}.{key}", getattr(cfg, key))
+    _pair(f"{prefix}.object_size", cfg.object_size, least=0, high=0.5, ordered=True, low_open=True)
+
+
+def _check_data(d: DataConfig) -> None:
+    if not isinstance(d.source, str) or not d.source.strip():
+        raise ConfigError(f"config key 'data.source' must name the training data, got {d.source!r}")
+    _at_least("data.gap", d.gap, 1)
+    _at_least("data.short_edge", d.short_edge, 8)
+    if d.test_short_edge is not None:
+        _at_least("data.test_short_edge", d.test_short_edge, 8)
+    check_test_scales(d.test_scales)
+    check_guided_filter(d.test_guided_radius, d.test_guided_eps)
+    _pair("data.scale_range", d.scale_range, least=0, ordered=True, low_open=True)
+    _pair("data.crop_size", d.crop_size, least=8, integer=True)
+    _in_range("data.color_jitter", d.color_jitter, 0, 1, high_open=True)
+    _at_least("data.workers", d.workers, 0)
+    check_synthetic(d.synthetic)
+
+
+def _check_semantic_data(d: SemanticDataConfig) -> None:
+    _one_of("data.dataset", d.dataset, ("voc", "camvid", "folders"))
+    _at_least("data.short_edge", d.short_edge, 8)
+    _pair("data.scale_range", d.scale_range, least=0, ordered=True, low_open=True)
+    _pair("data.crop_size", d.crop_size, least=8, integer=True)
+    if d.test_short_edge is not None:
+        _at_least("data.test_short_edge", d.test_short_edge, 8)
+    _at_least("data.workers", d.workers, 0)
+
+
+def _check_schedule(t) -> None:
+    """What TrainConfig and SemanticTrainConfig share: steps, batch, lr schedule, seed, intervals."""
+    _at_least("train.steps", t.steps, 1)
+    _at_least("train.batch_size", t.batch_size, 1)
+    _positive("train.lr", t.lr)
+    _non_negative("train.min_lr", t.min_lr)
+    _non_negative("train.poly_power", t.poly_power)
+    _non_negative("train.weight_decay", t.weight_decay)
+    _in_range("train.seed", t.seed, 0, 2**32 - 1)
+    for key in ("checkpoint_every", "log_every", "panel_every"):
+        _at_least(f"train.{key}", getattr(t, key), 1)
+    if not isinstance(t.device, str) or not t.device:
+        raise ConfigError(f"config key 'train.device' must be auto, cpu, cuda, cuda:1, ..., got {t.device!r}")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+
+
+def _at_least(key: str, value, low: int) -> None:
+    if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
+        raise ConfigError(f"config key '{key}' must be an integer of at least {low}, got {value!r}")
+
+
+def _positive(key: str, value) -> None:
+    if not (_is_number(value) and 0 < value < math.inf):
+        raise ConfigError(f"config key '{key}' must be a positive finite number, got {value!r}")
+
+
+def _non_negative(key: str, value) -> None:
+    if not (_is_number(value) and 0 <= value < math.inf):
+        raise ConfigError(f"config key '{key}' must be a finite number of at least 0, got {value!r}")
+
+
+def _in_range(key: str, value, low, high, high_open: bool = False) -> None:
+    inside = _is_number(value) and low <= value and (value < high if high_open else value <= high)
+    if not inside:
+        raise ConfigError(f"config key '{key}' must be in [{low}, {high}{')' if high_open else ']'}, got {value!r}")
+
+
+def _one_of(key: str, value, allowed: tuple) -> None:
+    if value not in allowed or isinstance(value, bool):
+        raise ConfigError(f"config key '{key}' must be one of {', '.join(map(str, allowed))}; got {value!r}")
+
+
+def _pair(key: str, value, least, high=math.inf, integer: bool = False, ordered: bool = False,
+          low_open: bool = False) -> None:
+    """A [first, second] pair of numbers in range: integers of at least ``least`` with ``integer``,
+    else numbers above (``low_open``) or at least ``least`` and at most ``high``; ``ordered``: first <= second."""
+    def fits(v):
+        if integer:
+            return isinstance(v, int) and not isinstance(v, bool) and v >= least
+        return _is_number(v) and (v > least if low_open else v >= least) and v <= high
+
+    ok = isinstance(value, (list, tuple)) and len(value) == 2 and all(fits(v) for v in value)
+    if ok and ordered:
+        ok = value[0] <= value[1]
+    if not ok:
+        kind = f"integers of at least {least}" if integer else (
+            f"numbers {'above' if low_open else 'of at least'} {least}" + (f" and at most {high}" if high < math.inf else ""))
+        order = ", the first at most the second" if ordered else ""
+        raise ConfigError(f"config key '{key}' must be a pair of {kind}{order}, got {value!r}")

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..config import Config, ConfigError, DataConfig
+from ..config import Config, DataConfig
 from ..files import atomic_write
 from .sources import build_videos
 from .video import DataError, Video
@@ -224,8 +224,6 @@ class DevicePairLoader:
     """Batches of pairs made on the device for steps start_step..train.steps-1, as train.pair_loader's."""
 
     def __init__(self, frames: DeviceFrames, cfg: Config, start_step: int, rank: int = 0):
-        if cfg.loss.uses_classical_flow:
-            raise ConfigError("data.on_device makes frame pairs only; the classical-flow losses need data.on_device=false")
         self.frames, self.cfg, self.start_step, self.rank = frames, cfg, start_step, rank
         self.generator = torch.Generator(device=frames.frames.device)
 

@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from ..config import ConfigError, SyntheticConfig
+from ..config import SyntheticConfig, check_synthetic
 from ..files import atomic_write, write_text
 from .video import Video
 
@@ -48,7 +48,7 @@ class SyntheticVideo:
 
 def make_video(cfg: SyntheticConfig, index: int) -> SyntheticVideo:
     """Video ``index`` of the synthetic set; a pure function of (cfg, index)."""
-    _check(cfg)
+    check_synthetic(cfg, "synthetic")
     rng = np.random.default_rng([cfg.seed, index])
     frames = _background(rng, cfg)  # (3, T, H, W) in 0..1
     num_objects = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
@@ -65,16 +65,6 @@ def make_video(cfg: SyntheticConfig, index: int) -> SyntheticVideo:
         masks=object_masks.any(axis=1),
         object_masks=object_masks,
     )
-
-
-def _check(cfg: SyntheticConfig) -> None:
-    if not 0 <= cfg.min_objects <= cfg.max_objects:
-        raise ConfigError(
-            f"synthetic objects: need 0 <= min_objects <= max_objects, "
-            f"got {cfg.min_objects}, {cfg.max_objects}"
-        )
-    if cfg.num_frames < 1 or cfg.height < 8 or cfg.width < 8:
-        raise ConfigError(f"synthetic video too small: {cfg.num_frames} frames of {cfg.height}x{cfg.width}")
 
 
 def _background(rng: np.random.Generator, cfg: SyntheticConfig) -> np.ndarray:

@@ -13,25 +13,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..config import ConfigError
-
 
 def guided_radius_pixels(radius: float, height: int, width: int) -> int:
     """The window radius in pixels for a radius given as a fraction of the shorter edge."""
     return max(1, round(radius * min(height, width)))
-
-
-def check_guided_filter(radius, eps) -> tuple:
-    """(radius, eps) as floats, or a clear error: radius a fraction of the shorter edge in
-    [0, 0.5] (0 = off), eps > 0."""
-    for name, value in (("radius", radius), ("eps", eps)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"guided filter {name} must be a number, got {value!r}")
-    if not 0 <= radius <= 0.5:
-        raise ConfigError(f"guided filter radius must be a fraction of the shorter edge in 0..0.5 (0 = off), got {radius}")
-    if not eps > 0:
-        raise ConfigError(f"guided filter eps must be positive, got {eps}")
-    return float(radius), float(eps)
 
 
 def _box(x: np.ndarray, radius: int) -> np.ndarray:

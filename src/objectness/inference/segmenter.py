@@ -23,15 +23,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..config import Config
+from ..config import Config, check_guided_filter, check_test_scales
 from ..data.video import FrameError, Video, as_rgb_array, as_video
 from ..device import resolve_device
 from ..model.checkpoint import CheckpointError, load_model
 from .centre_prior import centre_prior
 from .forward import frames_to_tensor, mean_objectness
-from .refine import check_guided_filter, refine_objectness
+from .refine import refine_objectness
 from .sizing import (
-    check_scales,
     inference_short_edge,
     inference_size,
     scaled_short_edges,
@@ -101,7 +100,7 @@ def load_segmenter(checkpoint=None, channel: Optional[int] = None, device="auto"
     if isinstance(channel, bool) or not isinstance(channel, int) or not 0 <= channel < count:
         raise CheckpointError(f"objectness channel {channel!r} is out of range: "
                               f"{checkpoint} has {count} mask channels (0 to {count - 1})")
-    scales = check_scales(cfg.data.test_scales if scales is None else scales)
+    scales = check_test_scales(cfg.data.test_scales if scales is None else scales)
     radius, eps = check_guided_filter(cfg.data.test_guided_radius if guided_radius is None else guided_radius,
                                       cfg.data.test_guided_eps)
     return Segmenter(model, cfg, channel, device, inference_short_edge(cfg), scales, radius, eps)

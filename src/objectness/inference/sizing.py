@@ -2,17 +2,9 @@
 
 f_A's masks come out at 1/8 of its input, so every size is a multiple of 8.
 """
-from ..config import Config, ConfigError
+from ..config import Config
 
 TEST_SCALE = 0.98  # test-time shorter edge = data.short_edge x 0.98: 392 for the paper's 400 (released code)
-
-
-def check_scales(scales) -> tuple:
-    """The test scales as a tuple of positive floats, or a clear error."""
-    scales = tuple(scales) if isinstance(scales, (list, tuple)) else (scales,)
-    if not scales or not all(isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0 for s in scales):
-        raise ConfigError(f"test scales must be positive numbers, got {list(scales)}")
-    return tuple(float(s) for s in scales)
 
 
 def inference_short_edge(cfg: Config) -> int:

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ConfigError, ModelConfig
+from ..config import ModelConfig, check_model
 from .appearance import AppearanceNet
 from .motion import MotionNet
 from .segment_flow import compose, resize_masks, scale_xy
@@ -32,8 +32,7 @@ class AMDOutput:
 class AMD(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        if cfg.motion.mask_source not in ("sampled", "target"):
-            raise ConfigError(f"model.motion.mask_source must be 'sampled' or 'target', got {cfg.motion.mask_source!r}")
+        check_model(cfg)
         self.cfg = cfg
         self.appearance = AppearanceNet(cfg.appearance, cfg.num_segments)
         self.motion = MotionNet(cfg.motion)

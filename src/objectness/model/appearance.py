@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from ..config import AppearanceConfig, ConfigError
+from ..config import AppearanceConfig, check_appearance
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)  # on 0..255 RGB
 IMAGENET_STD = (58.395, 57.12, 57.375)
@@ -26,10 +26,6 @@ class ResNet(nn.Module):
 
     def __init__(self, depth: int = 50, width: int = 64, output_stride: int = 8, zero_init_residual: bool = True):
         super().__init__()
-        if depth not in BLOCKS:
-            raise ConfigError(f"model.appearance.depth must be one of {sorted(BLOCKS)}, got {depth}")
-        if output_stride not in STAGES:
-            raise ConfigError(f"model.appearance.output_stride must be one of {sorted(STAGES)}, got {output_stride}")
         block, counts = BLOCKS[depth]
         strides, dilations = STAGES[output_stride]
         self.stem = nn.Sequential(
@@ -110,6 +106,7 @@ class AppearanceNet(nn.Module):
 
     def __init__(self, cfg: AppearanceConfig, num_segments: int):
         super().__init__()
+        check_appearance(cfg)
         self.backbone = ResNet(cfg.depth, cfg.width, cfg.output_stride, cfg.zero_init_residual)
         self.head = FCNHead(self.backbone.out_channels, num_segments, cfg.head_channels, cfg.head_dilation, cfg.dropout)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) / 255, persistent=False)

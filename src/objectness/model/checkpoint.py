@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from .._version import __version__
-from ..config import Config, ConfigError, from_dict, merge, to_dict
+from ..config import Config, ConfigError, from_dict, merge, to_dict, validate
 from ..files import atomic_write
 
 LAST = "last.pt"
@@ -75,7 +75,7 @@ def saved_config(config: dict) -> dict:
 
 def config_of(state: dict, path) -> Config:
     try:
-        return from_dict(saved_config(state["config"]))
+        return validate(from_dict(saved_config(state["config"])))
     except ConfigError as err:
         raise CheckpointError(f"{path}: its config does not fit this version ({err})") from None
 

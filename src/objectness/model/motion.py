@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ConfigError, MotionConfig
+from ..config import MotionConfig
 from .correlation import correlation
 from .segment_flow import SegmentFlowHead, compose, resize_masks, scale_xy
 from .warp import backward_warp, resize_flow
@@ -69,12 +69,6 @@ class MotionNet(nn.Module):
     def __init__(self, cfg: MotionConfig):
         super().__init__()
         channels = tuple(cfg.pyramid_channels)
-        if len(channels) < 3:
-            raise ConfigError(f"model.motion.pyramid_channels: the motion pyramid needs at least 3 levels, got {len(channels)}")
-        if cfg.mask_resize not in ("bilinear", "area"):
-            raise ConfigError(f"model.motion.mask_resize must be 'bilinear' or 'area', got {cfg.mask_resize!r}")
-        if cfg.warp_flow not in ("upsampled", "recomposed"):
-            raise ConfigError(f"model.motion.warp_flow must be 'upsampled' or 'recomposed', got {cfg.warp_flow!r}")
         self.mask_resize, self.warp_flow = cfg.mask_resize, cfg.warp_flow
         self.search_range = cfg.search_range
         self.pyramid = FeaturePyramid(channels)
@@ -90,8 +84,6 @@ class MotionNet(nn.Module):
                     nn.init.kaiming_normal_(m.weight, a=0.1, nonlinearity="leaky_relu")
                     nn.init.zeros_(m.bias)
             nn.init.zeros_(self.segment_head.mlp[-1].weight)  # segment flow starts at zero
-        elif cfg.init != "default":
-            raise ConfigError(f"model.motion.init must be 'default' or 'kaiming', got {cfg.init!r}")
 
     def forward(self, frame1: torch.Tensor, frame2: torch.Tensor, masks12: torch.Tensor, masks21: torch.Tensor) -> tuple:
         """Segment flow of both directions at every level, coarse to fine.

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..config import ConfigError, LossConfig
+from ..config import ConfigError, LossConfig, check_loss
 from ..model.warp import backward_warp, non_occlusion_mask
 
 SSIM_C1 = 0.01**2
@@ -59,13 +59,6 @@ def photometric_loss(target: torch.Tensor, reconstruction: torch.Tensor, visible
     return loss / (visible.mean() + 1e-6)
 
 
-def check_loss_config(cfg: LossConfig) -> None:
-    options = {"grid": ("motion", "image"), "occlusion": ("shared", "per_level"), "ssim": ("masked", "padded")}
-    for key, allowed in options.items():
-        if getattr(cfg, key) not in allowed:
-            raise ConfigError(f"loss.{key} must be one of {', '.join(allowed)}; got {getattr(cfg, key)!r}")
-
-
 def view_synthesis_loss(frame1: torch.Tensor, frame2: torch.Tensor, out, cfg: LossConfig) -> tuple:
     """Eq. 8, both directions, over the pyramid of segment flows.
 
@@ -74,7 +67,7 @@ def view_synthesis_loss(frame1: torch.Tensor, frame2: torch.Tensor, out, cfg: Lo
     ... of them (released code), or "image", these frames and the flows at 1,
     1/8, 1/16, ... Returns the scalar loss and a dict of detached terms for logging.
     """
-    check_loss_config(cfg)
+    check_loss(cfg)
     if cfg.grid == "motion":
         frame1, frame2, flows12, flows21 = out.motion_frame1, out.motion_frame2, out.motion_flows12, out.motion_flows21
     else:

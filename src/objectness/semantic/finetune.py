@@ -22,7 +22,13 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from .._version import __version__
-from ..config import AppearanceConfig, ConfigError, FinetuneConfig, save_config, to_dict
+from ..config import (
+    AppearanceConfig,
+    FinetuneConfig,
+    save_config,
+    to_dict,
+    validate,
+)
 from ..device import resolve_device
 from ..model.checkpoint import (
     LAST,
@@ -71,8 +77,6 @@ def optimisation_step(model, optimizer, images, labels, amp: bool) -> tuple:
 
 def make_optimizer(model, train_cfg) -> tuple:
     """SGD with momentum and weight decay; lr from train.lr to train.min_lr by poly decay over train.steps."""
-    if train_cfg.lr <= 0 or train_cfg.steps <= 0 or train_cfg.batch_size <= 0:
-        raise ConfigError("train.lr, train.steps and train.batch_size must be positive")
     optimizer = torch.optim.SGD(model.parameters(), lr=train_cfg.lr, momentum=train_cfg.momentum,
                                 weight_decay=train_cfg.weight_decay)
     return optimizer, poly_schedule(optimizer, train_cfg)
@@ -116,6 +120,7 @@ def finetune(cfg: FinetuneConfig, run_dir, resume: bool = False, overwrite: bool
     A non-empty ``run_dir`` is refused unless ``resume`` (continue from its last.pt exactly)
     or ``overwrite``. Returns a summary: steps, final loss, seconds, file paths.
     """
+    validate(cfg)
     run_dir = Path(run_dir)
     checkpoint_path = check_run_dir(run_dir, resume, overwrite)
     resumed = resumable_state(checkpoint_path, cfg) if checkpoint_path else None

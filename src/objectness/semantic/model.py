@@ -7,7 +7,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..config import ConfigError, FinetuneConfig, SemanticModelConfig, from_dict
+from ..config import (
+    ConfigError,
+    FinetuneConfig,
+    SemanticModelConfig,
+    from_dict,
+    validate,
+)
 from ..device import resolve_device
 from ..model.appearance import AppearanceNet
 from ..model.checkpoint import (
@@ -43,7 +49,7 @@ def load_semantic_model(path, device="cpu") -> tuple:
         raise CheckpointError(f"{path}: not a fine-tuned semantic-segmentation model (fine-tune AMD weights "
                               "first: objectness finetune --init ...)")
     try:
-        cfg = from_dict(config_dict, FinetuneConfig)
+        cfg = validate(from_dict(config_dict, FinetuneConfig))
     except ConfigError as err:
         raise CheckpointError(f"{path}: its config does not fit this version ({err})") from None
     model = build_model(cfg.model, len(meta["classes"]))

@@ -31,15 +31,21 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from .._version import __version__
-from ..config import Config, ConfigError, load_config, to_dict
+from ..config import (
+    Config,
+    ConfigError,
+    check_guided_filter,
+    check_test_scales,
+    load_config,
+    to_dict,
+)
 from ..data.device_frames import DeviceFrames, DevicePairLoader
 from ..data.pairs import build_pair_dataset
 from ..data.synthetic import panning_video
 from ..device import resolve_device
 from ..files import write_json
-from ..inference.refine import check_guided_filter
 from ..inference.segmenter import BATCH_SIZE, Segmenter, segment_video
-from ..inference.sizing import check_scales, inference_short_edge, inference_size
+from ..inference.sizing import inference_short_edge, inference_size
 from ..model.amd import AMD
 from ..training.adapt import adapt
 from ..training.step import make_optimizer, optimisation_step, training_step
@@ -270,7 +276,7 @@ def bench_adapt(cfg: Config, device: torch.device, options: BenchOptions, peaks:
     video = panning_video(options.video_frames, FRAME_480P)
     # Segmenting at every test scale, with the guided filter where the preset has one, as segment does.
     segmenter = Segmenter(build_model(cfg, device).eval(), cfg, 0, device, inference_short_edge(cfg),
-                          check_scales(cfg.data.test_scales),
+                          check_test_scales(cfg.data.test_scales),
                           *check_guided_filter(cfg.data.test_guided_radius, cfg.data.test_guided_eps))
     if options.warmup:
         adapt(segmenter, video, options.warmup, progress=False)

@@ -117,10 +117,6 @@ def optimisation_step(model, optimizer, frames, cfg: Config, amp: bool, flows=No
 
 def make_optimizer(model, train_cfg):
     """Adam with weight decay and poly decay from train.lr to train.min_lr over train.steps."""
-    if train_cfg.lr <= 0 or train_cfg.steps <= 0:
-        raise ConfigError("train.lr and train.steps must be positive")
-    if train_cfg.appearance_lr is not None and train_cfg.appearance_lr <= 0:
-        raise ConfigError("train.appearance_lr must be positive (or null for train.lr)")
     optimizer = torch.optim.Adam(_parameter_groups(model, train_cfg), lr=train_cfg.lr,
                                  weight_decay=train_cfg.weight_decay, foreach=True)
     return optimizer, poly_schedule(optimizer, train_cfg)

@@ -13,9 +13,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..config import check_guided_filter, check_test_scales
 from ..inference.forward import mean_objectness
-from ..inference.refine import check_guided_filter, refine_objectness
-from ..inference.sizing import check_scales, inference_short_edge, multiple_of_8
+from ..inference.refine import refine_objectness
+from ..inference.sizing import inference_short_edge, multiple_of_8
 from ..model.checkpoint import CheckpointError, load_model
 
 
@@ -40,7 +41,7 @@ class Teachers:
                                       "run `objectness channels` on it first")
             appearance = model.appearance.eval().requires_grad_(False)
             relative = inference_short_edge(cfg) / student_short_edge
-            scales = [relative * s for s in check_scales(cfg.data.test_scales)]
+            scales = [relative * s for s in check_test_scales(cfg.data.test_scales)]
             guided = check_guided_filter(cfg.data.test_guided_radius, cfg.data.test_guided_eps)
             self.members.append((appearance, channel, scales, guided))
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from ..config import Config, ConfigError, save_config, to_dict
+from ..config import Config, save_config, to_dict, validate
 from ..data.device_frames import DeviceFrames, DevicePairLoader
 from ..data.pairs import build_pair_dataset
 from ..device import resolve_device
@@ -58,6 +58,7 @@ def train(cfg: Config, run_dir, resume: bool = False, overwrite: bool = False) -
     reproducing the uninterrupted run) or ``overwrite`` (delete it, start again).
     Returns a summary: steps, final loss, bad frames, throughput, file paths.
     """
+    validate(cfg)
     run_dir = Path(run_dir)
     deadline = time.perf_counter() + 60 * cfg.train.time_limit if cfg.train.time_limit > 0 else None
     checkpoint_path = check_run_dir(run_dir, resume, overwrite)
@@ -65,26 +66,7 @@ def train(cfg: Config, run_dir, resume: bool = False, overwrite: bool = False) -
     initial = initial_weights(cfg) if resumed is None and cfg.train.init else None
     device = distributed.local_device(resolve_device(cfg.train.device))
     # Bad data fails before the folder is made; classical flow is computed (or read from its cache) here.
-    if cfg.loss.motion_mask_weight and not 0 <= cfg.loss.motion_mask_channel < cfg.model.num_segments:
-        raise ConfigError(f"loss.motion_mask_channel {cfg.loss.motion_mask_channel} is not one of the "
-                          f"{cfg.model.num_segments} mask channels (model.num_segments)")
-    if cfg.loss.distill_weight and not 0 <= cfg.loss.distill_channel < cfg.model.num_segments:
-        raise ConfigError(f"loss.distill_channel {cfg.loss.distill_channel} is not one of the "
-                          f"{cfg.model.num_segments} mask channels (model.num_segments)")
-    if cfg.loss.distill_weight and cfg.loss.motion_mask_weight and cfg.loss.distill_channel != cfg.loss.motion_mask_channel:
-        raise ConfigError("loss.distill_channel and loss.motion_mask_channel teach two channels to be the "
-                          "objectness channel; make them equal")
-    if cfg.loss.paste_weight and not cfg.loss.distill_weight:
-        raise ConfigError("loss.paste_weight pastes the objects of the teachers' maps: it needs loss.distill_weight > 0")
-    scales = cfg.loss.paste_scale_range
-    if cfg.loss.paste_weight and not (len(scales) == 2 and all(isinstance(v, (int, float)) for v in scales)
-                                      and 0 < scales[0] <= scales[1]):
-        raise ConfigError(f"loss.paste_scale_range must be [low, high] with 0 < low <= high, "
-                          f"got {list(cfg.loss.paste_scale_range)}")
     teachers = Teachers(cfg.loss.distill_from, cfg.data.short_edge, device) if cfg.loss.distill_weight else None
-    if cfg.data.on_device and cfg.loss.uses_classical_flow:
-        raise ConfigError("loss.flow_fit_weight and loss.motion_mask_weight need classical flow, "
-                          "which data.on_device does not load")
     if cfg.data.on_device:  # every frame decoded once into the device's memory (gpu_data.py)
         dataset = DeviceFrames.load(cfg.data, device)
     else:
