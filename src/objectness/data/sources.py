@@ -11,6 +11,7 @@ import logging
 import math
 import re
 from pathlib import Path
+from typing import Optional
 
 from tqdm import tqdm
 
@@ -89,7 +90,7 @@ def _frame_folder_videos(root: Path) -> list:
 
 def _davis_videos(root: Path, cfg: DataConfig) -> list:
     images = root / "JPEGImages"
-    resolution = cfg.davis_resolution or _davis_resolution(images)
+    resolution = cfg.davis_resolution or davis_resolution(images)
     if resolution is None:  # JPEGImages/<seq>/ with no resolution level (SegTrackv2)
         return _frame_folder_videos(images)
     folder = images / resolution
@@ -98,7 +99,7 @@ def _davis_videos(root: Path, cfg: DataConfig) -> list:
     if cfg.davis_split is None:
         names = [p.name for p in sorted(folder.iterdir(), key=natural_key) if p.is_dir()]
     else:
-        names = _davis_split(root / "ImageSets" / resolution / f"{cfg.davis_split}.txt")
+        names = davis_split(root / "ImageSets" / resolution / f"{cfg.davis_split}.txt")
     videos = []
     for name in names:
         if not (folder / name).is_dir():
@@ -109,14 +110,19 @@ def _davis_videos(root: Path, cfg: DataConfig) -> list:
     return videos
 
 
-def _davis_resolution(images: Path):
-    """The only resolution folder, or the largest (Full-Resolution > 1080p > 480p > 240p);
-    None where JPEGImages holds sequences of frames directly."""
+def davis_resolution(images: Path, preferred: Optional[str] = None) -> Optional[str]:
+    """The resolution folder of a DAVIS ``JPEGImages`` folder to read: the only one, else
+    ``preferred`` where present, else the largest (Full-Resolution > 1080p > 480p > 240p).
+    None where JPEGImages holds sequences of frames directly (SegTrackv2's layout)."""
+    if not images.is_dir():
+        raise DataError(f"DAVIS frame folder not found: {images}")
     folders = sorted(p for p in images.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
         raise DataError(f"no resolution folders (480p, ...) in {images}")
     if list_frames(folders[0]):
         return None
+    if preferred is not None and any(folder.name == preferred for folder in folders):
+        return preferred
 
     def size(name: str) -> float:
         match = re.fullmatch(r"(\d+)p", name)
@@ -125,7 +131,7 @@ def _davis_resolution(images: Path):
     return max((folder.name for folder in folders), key=size)
 
 
-def _davis_split(path: Path) -> list:
+def davis_split(path: Path) -> list:
     """Sequence names of an ImageSets list: one per line, or DAVIS 2016's
     "/JPEGImages/480p/bear/00000.jpg /Annotations/480p/bear/00000.png" lines."""
     if not path.is_file():

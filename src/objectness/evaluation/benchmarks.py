@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..data.sources import _davis_split
+from ..data.sources import davis_resolution, davis_split
 from ..data.video import IMAGE_SUFFIXES, DataError, Video, natural_key
 
 logger = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ FRAME_SUFFIXES = IMAGE_SUFFIXES + (".bmp",)
 MASK_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg")
 FBMS_MASK_SUFFIXES = (".pgm", ".ppm", ".png")
 LOSSY_SUFFIXES = (".jpg", ".jpeg")
+DAVIS_RESOLUTION = "480p"  # where there are several, DAVIS 2016 is scored at 480p
 SALIENCY_THRESHOLD = 128  # mask > 128 of 255 is foreground, as in py_sod_metrics.prepare_data
 
 IMAGES_FOLDER = re.compile(r"(.*[-_ ])?(images?|imgs?)", re.IGNORECASE)
@@ -278,26 +279,17 @@ def _match(frames: list, masks: list, by_order: bool) -> list:
 
 def _davis(root: Path, split: str | None, resolution: str | None) -> list:
     images, annotations = root / "JPEGImages", root / "Annotations"
-    resolution = resolution or _davis_resolution(images)
+    resolution = resolution or davis_resolution(images, preferred=DAVIS_RESOLUTION)
+    if resolution is None:
+        raise BenchmarkError(f"{images} holds sequences, not resolution folders (480p, ...); "
+                             "read it as --benchmark video or segtrackv2")
     split = split or BENCHMARKS["davis2016"].default_split
     list_path = _davis_list(root, resolution, split)
     sequences = []
-    for name in _davis_split(list_path):
+    for name in davis_split(list_path):
         frames = _frames(images / resolution / name, IMAGE_SUFFIXES)
         sequences.append(_annotated_sequence(name, frames, annotations / resolution / name))
     return sequences
-
-
-def _davis_resolution(images: Path) -> str:
-    """The only resolution folder, else 480p (the DAVIS 2016 evaluation resolution)."""
-    if not images.is_dir():
-        raise BenchmarkError(f"DAVIS frame folder not found: {images}")
-    folders = [folder.name for folder in _subfolders(images)]
-    if len(folders) == 1:
-        return folders[0]
-    if "480p" in folders:
-        return "480p"
-    raise BenchmarkError(f"choose a resolution folder of {images}: {', '.join(folders) or 'none found'}")
 
 
 def _davis_list(root: Path, resolution: str, split: str) -> Path:
