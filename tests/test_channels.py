@@ -1,4 +1,4 @@
-"""Choosing the objectness channel from label-free statistics (SPEC 2.1)."""
+"""Choosing the objectness channel from label-free statistics (docs/method.md#the-objectness-channel)."""
 import pytest
 import torch
 

@@ -1,4 +1,4 @@
-"""Distillation (distill.py, not the paper's): f_A learns the mean objectness map of trained models."""
+"""Distillation (objectives/distillation.py, training/teachers.py, not the paper's): f_A learns the mean objectness map of trained models."""
 import dataclasses
 import json
 

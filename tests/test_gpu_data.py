@@ -1,4 +1,4 @@
-"""Pairs made on the training device (data.on_device): the augmentation of SPEC 1.5 as tensor operations."""
+"""Pairs made on the training device (data.on_device): the augmentation of docs/method.md#training as tensor operations."""
 import dataclasses
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Warping, occlusion and the view synthesis objective (SPEC 1.4)."""
+"""Warping, occlusion and the view synthesis objective (docs/method.md#the-objective)."""
 import pytest
 import torch
 import torch.nn.functional as F

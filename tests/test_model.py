@@ -1,4 +1,4 @@
-"""The model of SPEC 1.1-1.3: shapes, the paper's equations, parameter counts."""
+"""The model of docs/method.md#the-model: shapes, the paper's equations, parameter counts."""
 import pytest
 import torch
 import torch.nn.functional as F

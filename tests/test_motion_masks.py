@@ -1,4 +1,4 @@
-"""Motion masks from classical flow (motion_masks.py, not the paper's): the teacher and its loss."""
+"""Motion masks from classical flow (objectives/motion_masks.py, not the paper's): the teacher and its loss."""
 import json
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""The guided filter that refines objectness maps (refine.py): its definition, and what it does to edges."""
+"""The guided filter that refines objectness maps (inference/refine.py): its definition, and what it does to edges."""
 import numpy as np
 import pytest
 

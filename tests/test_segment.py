@@ -1,4 +1,4 @@
-"""Zero-shot segmentation: the Python API (segment.py) and `objectness segment`."""
+"""Zero-shot segmentation: the Python API (inference/segmenter.py, training/adapt.py) and `objectness segment`."""
 import dataclasses
 import logging
 

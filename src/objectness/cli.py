@@ -285,7 +285,7 @@ def add_evaluate_parser(subparsers) -> None:
         "evaluate",
         help="score a checkpoint (or the centre prior) on a benchmark, beside the paper's numbers",
         description=(
-            "Segment a benchmark zero-shot and score it as the paper does (SPEC 3). Video benchmarks: "
+            "Segment a benchmark zero-shot and score it as the paper does. Video benchmarks: "
             "J (mean, recall, decay), boundary F and J&F, averaged per sequence then over sequences, "
             "per image (f_A on each frame) or per video (test-time adaptation on each video first). "
             "Saliency benchmarks: F-beta (beta^2 = 0.3; max, mean, adaptive), MAE, S-measure, "
@@ -409,7 +409,7 @@ def add_finetune_parser(subparsers) -> None:
         "finetune",
         help="semantic segmentation from AMD's appearance network: fine-tune, then score mIoU",
         description=(
-            "Fine-tune f_A for semantic segmentation (SPEC 2.4): its backbone, from AMD weights (--init) or "
+            "Fine-tune f_A for semantic segmentation as the paper does: its backbone, from AMD weights (--init) or "
             "random (--init scratch), with the FCN head and a fresh classifier for the dataset's classes; "
             "per-pixel cross-entropy (void ignored), SGD with momentum, poly lr decay, random scale, crop "
             "and flip. Writes config.yaml, metrics.jsonl, panels/ (image, prediction, ground truth), last.pt "

@@ -30,7 +30,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class AppearanceConfig:
-    """f_A: ResNet backbone (from scratch) and FCN head (SPEC 1.1)."""
+    """f_A: ResNet backbone (from scratch) and FCN head (docs/method.md#the-appearance-network)."""
 
     depth: int = 50  # 18, 34 or 50
     width: int = 64  # channels of the first residual stage (64 = standard ResNet)
@@ -43,7 +43,7 @@ class AppearanceConfig:
 
 @dataclass
 class MotionConfig:
-    """f_M: PWC-Lite pyramid with segment flow at every level (SPEC 1.2, 1.3)."""
+    """f_M: PWC-Lite pyramid with segment flow at every level (docs/method.md#the-motion-network, #segment-flow)."""
 
     pyramid_channels: tuple = (16, 32, 64, 96, 128, 192)  # 1/2 ... 1/64
     search_range: int = 4
@@ -77,7 +77,7 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    """View synthesis objective (SPEC 1.4)."""
+    """View synthesis objective (docs/method.md#the-objective)."""
 
     l1_weight: float = 0.15
     ssim_weight: float = 0.85
@@ -85,21 +85,21 @@ class LossConfig:
     level_weights: tuple = (1.0, 1.0, 1.0, 1.0)  # full resolution first
     smooth_weight: float = 0.0
     # Not the paper's (0 there): a per-segment fit of a classical flow
-    # (flow_fit.py), weighted against view synthesis; needs OpenCV.
+    # (objectives/flow_fit.py), weighted against view synthesis; needs OpenCV.
     flow_fit_weight: float = 0.0
     flow_fit_model: str = "affine"  # each segment's motion model: "affine" or "constant" (as eq. 5)
     # Not the paper's (0 there): binary cross-entropy of the objectness channel
-    # against motion masks of the classical flow (motion_masks.py); needs OpenCV.
+    # against motion masks of the classical flow (objectives/motion_masks.py); needs OpenCV.
     motion_mask_weight: float = 0.0
     motion_mask_channel: int = 0  # the channel that learns the motion masks: the objectness channel
     # Not the paper's (0 there): binary cross-entropy of the objectness channel
-    # against the mean objectness map of trained models (distill.py).
+    # against the mean objectness map of trained models (objectives/distillation.py).
     distill_weight: float = 0.0
     distill_from: tuple = ()  # the teachers: run folders or weight files, each with its objectness channel
     distill_channel: int = 0  # the channel that learns the teachers' map: the objectness channel
     # Not the paper's (0 there): with the distillation, each frame's object (the
     # teachers' map as its alpha) pasted, moved and rescaled, onto another frame
-    # of the batch; the channel learns the composite's map (distill.py).
+    # of the batch; the channel learns the composite's map (objectives/distillation.py).
     paste_weight: float = 0.0
     paste_scale_range: tuple = (0.7, 1.3)  # the pasted object's scale, U(low, high)
     # Weight of view synthesis (eq. 8), 1 in the paper; 0 trains f_A on the
@@ -143,7 +143,7 @@ class SyntheticConfig:
 
 @dataclass
 class DataConfig:
-    """Unlabeled video and the paper's augmentation (SPEC 1.5)."""
+    """Unlabeled video and the paper's augmentation (docs/method.md#training)."""
 
     # A folder of frame folders, a DAVIS root, a folder of video files,
     # one video file, or "synthetic".
@@ -157,7 +157,7 @@ class DataConfig:
     # test shorter edge, each upsampled to the image (multi-scale testing; [1.0] in the paper).
     test_scales: tuple = (1.0,)
     # Segmenting, not the paper's (0 there): the objectness map refined by the guided filter
-    # with the image as guide (refine.py), in windows whose radius is this fraction of the
+    # with the image as guide (inference/refine.py), in windows whose radius is this fraction of the
     # image's shorter edge, regularised by test_guided_eps (colours in 0..1).
     test_guided_radius: float = 0.0
     test_guided_eps: float = 0.001
@@ -171,7 +171,7 @@ class DataConfig:
     color_jitter: float = 0.0
     workers: int = 4
     # Decode every frame once into the training device's memory (uint8) and crop, flip and
-    # resize there (gpu_data.py) instead of DataLoader workers; source may also be a frame pack (.npz).
+    # resize there (data/device_frames.py) instead of DataLoader workers; source may also be a frame pack (.npz).
     on_device: bool = False
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
@@ -338,7 +338,8 @@ def save_config(cfg: Config, path: Path) -> None:
 
 @dataclass
 class SemanticModelConfig:
-    """f_A's backbone and FCN head (SPEC 1.1) with a fresh classifier for the dataset's classes (SPEC 2.4)."""
+    """f_A's backbone and FCN head with a fresh classifier for the dataset's classes
+    (docs/method.md#semantic-fine-tuning)."""
 
     appearance: AppearanceConfig = field(default_factory=AppearanceConfig)
 
@@ -364,7 +365,7 @@ class SemanticDataConfig:
 
 @dataclass
 class SemanticTrainConfig:
-    """SGD with momentum and poly decay (SPEC 2.4)."""
+    """SGD with momentum and poly decay (docs/method.md#semantic-fine-tuning)."""
 
     init: Optional[str] = None  # AMD weights whose backbone starts the run (run folder, .pt, .safetensors); null = scratch
     steps: int = 40_000
@@ -384,7 +385,7 @@ class SemanticTrainConfig:
 
 @dataclass
 class FinetuneConfig:
-    """``objectness finetune``: semantic segmentation from AMD's appearance network (SPEC 2.4)."""
+    """``objectness finetune``: semantic segmentation from f_A (docs/method.md#semantic-fine-tuning)."""
 
     model: SemanticModelConfig = field(default_factory=SemanticModelConfig)
     data: SemanticDataConfig = field(default_factory=SemanticDataConfig)

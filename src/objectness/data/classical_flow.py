@@ -2,7 +2,7 @@
 
 OpenCV's DIS flow (Kroeger et al., ECCV 2016) is learned from nothing: it is
 a coarse-to-fine patch search with variational refinement. It gives every
-training pair a dense flow that ``flow_fit.py`` uses to bootstrap the binding
+training pair a dense flow that ``objectives/flow_fit.py`` uses to bootstrap the binding
 of masks and motion (``loss.flow_fit_weight``); the paper's objective uses no
 such flow.
 

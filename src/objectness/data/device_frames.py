@@ -2,15 +2,15 @@
 
 Every frame is decoded once into one uint8 tensor in the device's memory
 (2,079 DAVIS frames at 240p: 0.6 GB). Each step then draws its pairs, and
-resizes, crops and flips them as SPEC 1.5 says, with one ``grid_sample`` on
+resizes, crops and flips them as docs/method.md#training says, with one ``grid_sample`` on
 the device; no worker processes, no host-to-device copy per step. The
-augmentation is PairDataset's (data.py), made of tensor operations; the
+augmentation is PairDataset's (data/pairs.py), made of tensor operations; the
 random draws of step s come from a generator seeded with (seed, s, rank), so
 a resumed run reads what the uninterrupted one read.
 
 It suits training video of one frame size that fits in the device's memory
 as uint8 (DAVIS at one resolution; not YouTube-VOS). Frames come from any
-``data.source`` that data.py reads, or from a frame pack:
+``data.source`` that data/sources.py reads, or from a frame pack:
 one ``.npz`` of encoded frames (``pack_frames``), small enough to carry to a
 lent GPU with the repository.
 
@@ -128,10 +128,10 @@ class DeviceFrames:
 
     @classmethod
     def load(cls, cfg: DataConfig, device: torch.device) -> DeviceFrames:
-        """Decode ``cfg.source`` (a frame pack or any source of data.py) once, onto ``device``.
+        """Decode ``cfg.source`` (a frame pack or any source of data/sources.py) once, onto ``device``.
 
         Portrait frames are turned to landscape (data.portrait_to_landscape), and frames larger
-        than any crop needs are downscaled once (antialiased), as data.py does for video files.
+        than any crop needs are downscaled once (antialiased), as data/sources.py does for video files.
         """
         videos = read_pack(cfg.source) if is_pack(cfg.source) else build_videos(cfg)
         jobs = [(video, i) for video in videos for i in range(len(video))]

@@ -1,4 +1,4 @@
-"""Unlabeled frame pairs for training, with the paper's augmentation (SPEC 1.5).
+"""Unlabeled frame pairs for training, with the paper's augmentation (docs/method.md#training).
 
 Item k of a ``PairDataset`` is a pure function of (seed, k), so a training run
 resumes exactly by index.
@@ -76,7 +76,7 @@ class PairDataset(Dataset):
         return (self.videos[index], j, i) if rng.random() < 0.5 else (self.videos[index], i, j)
 
     def _augment(self, frames: list, rng: np.random.Generator, flows=None):
-        """Resize, crop and flip both frames the same way (SPEC 1.5): (2, 3, Hc, Wc) in 0..1.
+        """Resize, crop and flip both frames the same way (docs/method.md#training): (2, 3, Hc, Wc) in 0..1.
 
         The crop is taken in the resized frame's coordinates, but PIL resizes only the
         cropped box (same result, a fraction of the work). ``flows``: the pair's two

@@ -1,4 +1,4 @@
-"""The unlabeled training videos of ``data.source`` (SPEC 1.5).
+"""The unlabeled training videos of ``data.source`` (docs/method.md#training).
 
 Four kinds of source, told apart by what is on disk: ``"synthetic"``
 (generated in memory), a DAVIS root (JPEGImages/<res>/<seq>), a folder of frame
@@ -160,6 +160,6 @@ def _decode_videos(paths: list, cfg: DataConfig) -> list:
 
 
 def _decode_training_video(path: Path, cfg: DataConfig) -> Video:
-    """A video file's frames, downscaled to what the augmentation can use (SPEC 1.5)."""
+    """A video file's frames, downscaled to what the augmentation can use (docs/method.md#training)."""
     max_short_edge = max(math.ceil(cfg.short_edge * max(cfg.scale_range)), *cfg.crop_size)
     return decode_video(path, max_short_edge=max_short_edge)[0]

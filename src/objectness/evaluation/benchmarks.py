@@ -1,4 +1,4 @@
-"""Evaluation benchmarks read in their published layouts (SPEC 3).
+"""Evaluation benchmarks read in their published layouts (docs/method.md#evaluation).
 
 Video benchmarks give ``VideoSequence``s: every frame of a video, and for each
 annotated frame the mask file(s) that annotate it (several files = several
@@ -95,7 +95,7 @@ def load_video_benchmark(
 
     ``split``: davis2016 an ImageSets list (default val); segtrackv2 an ImageSets list (default
     all.txt if present, else every sequence); fbms59 "train", "test" or "all" (default: both sets,
-    the 59 videos of SPEC 3). ``resolution``: davis2016 only (default: the only folder, or 480p).
+    the 59 videos of the paper). ``resolution``: davis2016 only (default: the only folder, or 480p).
     """
     _check_kind(name, "video")
     if resolution is not None and name != "davis2016":

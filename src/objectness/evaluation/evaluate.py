@@ -1,4 +1,4 @@
-"""``objectness evaluate``: a checkpoint on a benchmark, scored as the paper scores it (SPEC 3).
+"""``objectness evaluate``: a checkpoint on a benchmark, scored as the paper scores it (docs/method.md#evaluation).
 
 Video benchmarks are scored with J, F and J&F, averaged over the annotated
 frames of a sequence, then over sequences; saliency benchmarks with F-beta
@@ -39,7 +39,7 @@ from .metrics import BINARISATION_THRESHOLD, SaliencyScores, VideoScores, binari
 logger = logging.getLogger(__name__)
 
 MODES = ("per-image", "per-video")
-ADAPT_STEPS = 100  # SPEC 2.3: test-time adaptation steps per video
+ADAPT_STEPS = 100  # docs/method.md#video-object-segmentation: test-time adaptation steps per video
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class PaperResult:
     data: str  # the data the paper reports it on
 
 
-# SPEC 3, the paper's table. The paper does not say which F-beta it reports on DUTS.
+# docs/method.md#evaluation, the paper's table. The paper does not say which F-beta it reports on DUTS.
 PAPER = {
     ("davis2016", "per-image"): [PaperResult("J_mean", 0.457, "DAVIS 2016 val")],
     ("davis2016", "per-video"): [PaperResult("J_mean", 0.578, "DAVIS 2016 val")],
@@ -108,7 +108,7 @@ def _test_scales(segmenter):
 
 
 def _guided_filter(segmenter):
-    """{radius, eps} of the segmenter's guided filter (refine.py), or None when it has none."""
+    """{radius, eps} of the segmenter's guided filter (inference/refine.py), or None when it has none."""
     if segmenter is None or segmenter.is_centre_prior or segmenter.guided_radius == 0:
         return None
     return {"radius": segmenter.guided_radius, "eps": segmenter.guided_eps}

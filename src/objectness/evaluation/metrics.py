@@ -1,6 +1,6 @@
 """Benchmark metrics.
 
-Conventions (SPEC section 3):
+Conventions (docs/method.md#evaluation):
 - soft objectness maps are binarised by `binarise` (> 0.5), the same for every benchmark;
 - video segmentation follows DAVIS: per-frame region similarity J (`jaccard`) and
   boundary F (`boundary_f`), summarised per sequence as mean, recall and decay

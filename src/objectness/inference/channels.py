@@ -1,4 +1,4 @@
-"""Finding the objectness channel without labels (SPEC 2.1, the paper's Fig. 3).
+"""Finding the objectness channel without labels (docs/method.md#the-objectness-channel, the paper's Fig. 3).
 
 Which of the c mask channels gathers objects differs from run to run. Over
 sampled frame pairs, the objectness channel has the lowest mask entropy, the

@@ -1,4 +1,4 @@
-"""Segmenting images with a trained appearance network (SPEC 2.2, 2.3 per-image)."""
+"""The forward pass of f_A at test time: masks and objectness maps (docs/method.md#saliency)."""
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,4 @@
-"""Zero-shot segmentation of images and videos with a trained AMD (SPEC 2.2, 2.3 per-image).
+"""Zero-shot segmentation of images and of videos per image (docs/method.md#saliency).
 
 Only the appearance network f_A segments: its objectness channel is the soft
 objectness map, averaged over the test scales and refined by the guided filter
@@ -52,7 +52,7 @@ class Segmenter:
     device: torch.device
     short_edge: int = 0  # test-time shorter edge in pixels, a multiple of 8
     scales: tuple = (1.0,)  # the objectness map is the mean over these multiples of short_edge
-    guided_radius: float = 0.0  # refine.py: guided filter radius, a fraction of the shorter edge; 0 = off
+    guided_radius: float = 0.0  # inference/refine.py: guided filter radius, a fraction of the shorter edge; 0 = off
     guided_eps: float = 0.001
     adaptation_noted: bool = field(default=False, repr=False)  # the baseline said once it cannot adapt
 
@@ -130,7 +130,7 @@ def _objectness(segmenter: Segmenter, images: list) -> list:
 
 
 def segment_images(segmenter: Segmenter, images, batch_size: int = BATCH_SIZE) -> list:
-    """Soft objectness maps (f_A only, SPEC 2.2), each float32 (H, W) in 0..1 at its image's size.
+    """Soft objectness maps (f_A only, docs/method.md#saliency), each float32 (H, W) in 0..1 at its image's size.
 
     images: uint8 (H, W, 3) RGB arrays or PIL images, of any sizes; images of
     one size go through the network together.
@@ -168,7 +168,7 @@ def segment_frames(segmenter: Segmenter, video: Video, progress: bool = True):
 
 
 def segment_video(segmenter: Segmenter, frames, progress: bool = True):
-    """Soft objectness maps of every frame of a video, per image (SPEC 2.3).
+    """Soft objectness maps of every frame of a video, per image (docs/method.md#video-object-segmentation).
 
     frames: a sequence of uint8 (H, W, 3) frames or a data.Video. For the
     per-video protocol, adapt first: ``segment_video(adapt(segmenter, frames, 100), frames)``.

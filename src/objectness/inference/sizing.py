@@ -1,4 +1,4 @@
-"""Image sizes at test time (SPEC 2.2): the shorter edge f_A sees, and the scales it is run at.
+"""Image sizes at test time (docs/method.md#saliency): the shorter edge f_A sees, and the scales it is run at.
 
 f_A's masks come out at 1/8 of its input, so every size is a multiple of 8.
 """

@@ -1,4 +1,4 @@
-"""AMD: the appearance and motion pathways bound by segment flow (SPEC 1)."""
+"""AMD: the appearance and motion pathways bound by segment flow (docs/method.md#the-model)."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,4 @@
-"""The appearance pathway f_A: one image -> c soft masks (SPEC 1.1).
+"""The appearance pathway f_A: one image -> c soft masks (docs/method.md#the-appearance-network).
 
 A ResNet trained from scratch at output stride 8, followed by an FCN head and a
 softmax over the c segments. The residual blocks are torchvision's; only the

@@ -1,4 +1,4 @@
-"""Cost volume of the motion pathway (SPEC 1.2), in plain PyTorch.
+"""Cost volume of the motion pathway (docs/method.md#the-motion-network), in plain PyTorch.
 
 For every pixel p and displacement d with |d_x|, |d_y| <= r, the mean over
 channels of f1(p) * f2(p + d); f2 is zero outside the image. The released code

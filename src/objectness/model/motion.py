@@ -2,9 +2,9 @@
 
 PWC-Lite (ARFlow) as used by the released AMD: a shared feature pyramid, and
 from the coarsest level to 1/4 a warp, a cost volume and a densely connected
-estimator whose last features are the motion features V (SPEC 1.2). In place
+estimator whose last features are the motion features V (docs/method.md#the-motion-network). In place
 of a dense flow, each level predicts one residual flow vector per segment from
-V pooled inside the masks (SPEC 1.3); the composed segment flow warps the next
+V pooled inside the masks (docs/method.md#segment-flow); the composed segment flow warps the next
 level: upsampled x2 as PWC-Lite does (released code), or recomposed from the
 segment vectors with the next level's masks (model.motion.warp_flow).
 """

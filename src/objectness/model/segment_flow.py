@@ -1,4 +1,4 @@
-"""Segment flow: the bottleneck that binds masks and motion (SPEC 1.3, eqs. 4-6).
+"""Segment flow: the bottleneck that binds masks and motion (docs/method.md#segment-flow, eqs. 4-6).
 
 One flow vector per soft mask: motion features are averaged inside each mask
 (eq. 4), a small MLP turns each average into a 2-D vector (eq. 5), and the

@@ -1,4 +1,4 @@
-"""Backward warping (eq. 7) and the occlusion test of the view synthesis loss (SPEC 1.4)."""
+"""Backward warping (eq. 7) and the occlusion test of the view synthesis loss (docs/method.md#the-objective)."""
 from __future__ import annotations
 
 import torch

@@ -3,7 +3,7 @@
 A bootstrap for the binding of appearance and motion. AMD's masks learn only
 through view synthesis, whose gradient reaches f_A once the motion network
 already tells segments apart; on a CPU budget that takes hours. Here a dense
-classical flow (``classical_flow.py``) stands in for the motion: inside each
+classical flow (``data/classical_flow.py``) stands in for the motion: inside each
 soft mask S_m the flow is fitted by one motion model, constant (one vector, as
 segment flow, eq. 5) or affine (a camera's pan, zoom and rotation), by
 weighted least squares, and the loss is the share of the flow's variance the

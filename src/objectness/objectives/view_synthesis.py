@@ -1,4 +1,4 @@
-"""The view synthesis objective (SPEC 1.4): rebuild each frame from the other."""
+"""The view synthesis objective (docs/method.md#the-objective): rebuild each frame from the other."""
 from __future__ import annotations
 
 import torch

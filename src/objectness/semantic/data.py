@@ -1,4 +1,4 @@
-"""Labelled images for semantic segmentation (SPEC 2.4), read in their published layouts.
+"""Labelled images for semantic segmentation (docs/method.md#semantic-fine-tuning), read in their published layouts.
 
 - ``camvid`` (SegNet's version): ROOT/<split>/<name>.jpg|png, ROOT/<split>annot/<name>.png,
   ROOT/<split>.txt; 11 classes, value 11 (Unlabelled) is void.

@@ -21,7 +21,7 @@ from .predict import predict_classes
 log = logging.getLogger(__name__)
 
 
-# SPEC 3: VOC 2012 val mIoU of the paper, from AMD's weights and from scratch.
+# docs/method.md#evaluation: VOC 2012 val mIoU of the paper, from AMD's weights and from scratch.
 PAPER_VOC_MIOU = {"AMD": 0.620, "scratch": 0.480}
 
 

@@ -1,4 +1,4 @@
-"""Semantic segmentation from AMD's appearance network (SPEC 2.4): ``objectness finetune``.
+"""Semantic segmentation from AMD's appearance network (docs/method.md#semantic-fine-tuning): ``objectness finetune``.
 
 The model is f_A itself (appearance.py): its ResNet backbone and its FCN head (two
 dilated 3x3 conv blocks), with a fresh 1x1 classifier for the dataset's classes.

@@ -1,4 +1,5 @@
-"""The semantic model (SPEC 2.4): f_A's backbone and FCN head with a classifier for a dataset's classes."""
+"""The semantic model: f_A's backbone and FCN head with a classifier of a dataset's classes
+(docs/method.md#semantic-fine-tuning)."""
 from __future__ import annotations
 
 import logging

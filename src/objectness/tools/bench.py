@@ -297,7 +297,7 @@ def bench_adapt(cfg: Config, device: torch.device, options: BenchOptions, peaks:
 
 def bench_loader(cfg: Config, device: torch.device, options: BenchOptions, peaks: dict) -> dict:
     """Pairs per second that the training loader delivers from ``options.data``, onto the device:
-    the DataLoader's workers, or with data.on_device the pairs made on the device (gpu_data.py)."""
+    the DataLoader's workers, or with data.on_device the pairs made on the device (data/device_frames.py)."""
     batches = LOADER_BATCHES
     warmup = max(options.warmup, 1)  # the first batch waits for the workers to start
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, source=options.data),

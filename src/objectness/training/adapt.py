@@ -1,4 +1,5 @@
-"""Test-time adaptation (SPEC 2.3): before segmenting a video, train a copy of the model on it alone.
+"""Test-time adaptation: before segmenting a video, train a copy of the model on it alone
+(docs/method.md#video-object-segmentation).
 
 The per-video protocol of the paper: both pathways continue training with the
 training objective on frame pairs of the test video only (100 steps), then
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 def adapt(segmenter: Segmenter, frames, steps: int, progress: bool = True, seed: int = 0) -> Segmenter:
-    """Test-time adaptation (SPEC 2.3): a segmenter whose model is a copy trained on this video only.
+    """Test-time adaptation (docs/method.md#video-object-segmentation): a segmenter whose model is a copy trained on this video only.
 
     ``steps`` steps of the training objective with Adam at the config's train.lr
     (constant) on batches of train.batch_size pairs at data.gap, resized,

@@ -52,7 +52,7 @@ def cleanup() -> None:
 
 
 def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """DDP across processes, with SyncBatchNorm when there are several GPUs (SPEC 1.1)."""
+    """DDP across processes, with SyncBatchNorm when there are several GPUs (docs/method.md#the-appearance-network)."""
     if not dist.is_initialized():
         return model
     if device.type == "cuda":

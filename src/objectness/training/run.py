@@ -1,4 +1,4 @@
-"""What every training run shares, AMD's (train.py) and semantic fine-tuning's (semantic/finetune.py).
+"""What every training run shares, AMD's (training/train.py) and semantic fine-tuning's (semantic/finetune.py).
 
 A run folder holds config.yaml, metrics.jsonl, panels/, last.pt (the training
 state, written atomically) and model.safetensors. Here: the folder's checks,
@@ -72,7 +72,7 @@ def poly_lr(step: int, train_cfg) -> float:
 
 
 def poly_schedule(optimizer, train_cfg) -> torch.optim.lr_scheduler.LambdaLR:
-    """Poly decay from train.lr to train.min_lr over train.steps (SPEC 1.5, 2.4); parameter groups
+    """Poly decay from train.lr to train.min_lr over train.steps (docs/method.md#training, #semantic-fine-tuning); parameter groups
     with an lr of their own keep their ratio to train.lr."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: poly_lr(step, train_cfg) / train_cfg.lr)
 

@@ -1,4 +1,4 @@
-"""One optimisation step of AMD's objective (SPEC 1.4): frames in, masks and motion, loss, backward.
+"""One optimisation step of AMD's objective (docs/method.md#the-objective): frames in, masks and motion, loss, backward.
 
 ``training_step`` reads top to bottom as the paper's method, with the terms
 that are not the paper's (flow fit, motion masks, distillation, pasted
@@ -45,13 +45,13 @@ def training_step(model, frames, loss_cfg, flows=None, teachers=None):
         raise ConfigError("loss.flow_fit_weight and loss.motion_mask_weight need the pairs' classical flow; "
                           "the data gave none")
     if loss_cfg.flow_fit_weight:
-        # Each frame's masks split its own flow into per-segment motions (flow_fit.py).
+        # Each frame's masks split its own flow into per-segment motions (objectives/flow_fit.py).
         fit = (flow_fit_loss(flows[:, 0], out.masks1, loss_cfg.flow_fit_model)
                + flow_fit_loss(flows[:, 1], out.masks2, loss_cfg.flow_fit_model)) / 2
         loss = loss + loss_cfg.flow_fit_weight * fit
         terms["flow_fit"] = fit.detach()
     if loss_cfg.motion_mask_weight:
-        # The objectness channel learns each frame's motion mask (motion_masks.py).
+        # The objectness channel learns each frame's motion mask (objectives/motion_masks.py).
         channel = loss_cfg.motion_mask_channel
         bce = (motion_mask_loss(flows[:, 0], out.masks1, channel)
                + motion_mask_loss(flows[:, 1], out.masks2, channel)) / 2
@@ -60,7 +60,7 @@ def training_step(model, frames, loss_cfg, flows=None, teachers=None):
     if loss_cfg.distill_weight:
         if teachers is None:
             raise ConfigError("loss.distill_weight needs the teachers of loss.distill_from; none were given")
-        # The objectness channel learns the teachers' mean objectness map (distill.py).
+        # The objectness channel learns the teachers' mean objectness map (objectives/distillation.py).
         channel, size = loss_cfg.distill_channel, out.masks1.shape[-2:]
         if loss_cfg.paste_weight:  # the maps at the frames' size, for the pasted objects' alpha
             full = teachers.objectness(torch.cat([frame1, frame2]), frame1.shape[-2:])
@@ -71,7 +71,7 @@ def training_step(model, frames, loss_cfg, flows=None, teachers=None):
         loss = loss + loss_cfg.distill_weight * bce
         terms["distill"] = bce.detach()
         if loss_cfg.paste_weight:
-            # The objects of the first frames, pasted onto each other's (distill.py).
+            # The objects of the first frames, pasted onto each other's (objectives/distillation.py).
             if distributed.world_size() > 1:
                 raise ConfigError("loss.paste_weight runs in one process only")
             composites, target = paste_objects(frame1, full[:frame1.shape[0]], loss_cfg.paste_scale_range)

@@ -1,4 +1,4 @@
-"""Training AMD from scratch by view synthesis on unlabeled video (SPEC 1.5).
+"""Training AMD from scratch by view synthesis on unlabeled video (docs/method.md#training).
 
 ``train`` is the recipe top to bottom: run folder, data, model, optimizer,
 loop, checkpoints. The objective of one batch is ``training_step`` (step.py).
@@ -67,7 +67,7 @@ def train(cfg: Config, run_dir, resume: bool = False, overwrite: bool = False) -
     device = distributed.local_device(resolve_device(cfg.train.device))
     # Bad data fails before the folder is made; classical flow is computed (or read from its cache) here.
     teachers = Teachers(cfg.loss.distill_from, cfg.data.short_edge, device) if cfg.loss.distill_weight else None
-    if cfg.data.on_device:  # every frame decoded once into the device's memory (gpu_data.py)
+    if cfg.data.on_device:  # every frame decoded once into the device's memory (data/device_frames.py)
         dataset = DeviceFrames.load(cfg.data, device)
     else:
         dataset = build_pair_dataset(cfg.data, seed=cfg.train.seed, with_flow=cfg.loss.uses_classical_flow)
