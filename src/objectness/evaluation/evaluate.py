@@ -69,7 +69,7 @@ class EvaluationError(ValueError):
 def evaluate(segmenter, benchmark: str, root, out_dir, mode: str = "per-image", adapt_steps: int = ADAPT_STEPS,
              split=None, resolution=None, images=None, masks=None, threshold: float = BINARISATION_THRESHOLD,
              reuse: bool = False, overwrite: bool = False, model_name: str = "", progress: bool = True) -> dict:
-    """Score ``segmenter`` (segment.load_segmenter) on ``benchmark``; write and return the summary."""
+    """Score ``segmenter`` (inference.segmenter.load_segmenter) on ``benchmark``; write and return the summary."""
     if benchmark not in BENCHMARKS:
         raise EvaluationError(f"unknown benchmark '{benchmark}' (one of {', '.join(BENCHMARKS)})")
     if mode not in MODES:
