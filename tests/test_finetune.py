@@ -14,6 +14,7 @@ from objectness.model.amd import AMD
 from objectness.model.checkpoint import (
     CheckpointError,
     load_checkpoint,
+    save_checkpoint,
     metadata,
     save_weights,
 )
@@ -185,3 +186,15 @@ def test_evaluation_and_prediction_of_a_run(tiny, tmp_path):
     class_map = Image.open(tmp_path / "labels" / "im00_classes.png")
     assert class_map.mode == "P" and class_map.size == (48, 40) and np.asarray(class_map).max() < 3
     assert (tmp_path / "labels" / "im00_overlay.jpg").is_file() and (tmp_path / "labels" / "legend.png").is_file()
+
+
+def test_a_run_of_the_format_before_the_shared_skeleton_resumes(tiny, tmp_path):
+    """Fine-tuning checkpoints once held one process's generators as a dict, not a list per process."""
+    tiny.train.steps = 2
+    finetune(tiny, tmp_path / "run", progress=False)
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    state["rng"] = state["rng"][0]
+    save_checkpoint(tmp_path / "run" / "last.pt", state)
+    tiny.train.steps = 3
+    summary = finetune(tiny, tmp_path / "run", resume=True, progress=False)
+    assert (summary["start_step"], summary["step"]) == (2, 3)
