@@ -51,7 +51,7 @@ class Video:
         source = io.BytesIO(frame) if isinstance(frame, bytes) else frame
         try:
             with Image.open(source) as image:
-                return np.asarray(image.convert("RGB"))  # convert() loads: truncated files raise here
+                return rgb8(image)  # converting loads: truncated files raise here
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
             raise FrameError(f"{self.frame_name(i)}: {err}") from None
 
@@ -60,9 +60,74 @@ class Video:
         return str(frame) if isinstance(frame, (str, Path)) else f"{self.name} frame {i}"
 
 
+SIXTEEN_BIT_GREY = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # PIL's modes of 16-bit (and 32-bit) grey
+
+
+def rgb8(image: Image.Image) -> np.ndarray:
+    """Any image PIL opens as uint8 (H, W, 3) RGB; ValueError for one it cannot be.
+
+    16-bit grey is scaled to 8 bits (``convert("RGB")`` would clip it to white),
+    palette, 1-bit, grey, CMYK and YCbCr are converted, alpha is dropped; 16-bit
+    RGB is already read as 8 bits by PIL. Float images have no agreed range and
+    are refused.
+    """
+    if image.mode in SIXTEEN_BIT_GREY:
+        return np.repeat(_grey16_to_8(np.asarray(image))[..., None], 3, axis=2)
+    if image.mode == "F":
+        raise ValueError("a 32-bit float image has no agreed range of values; save it with 8 or 16 bits")
+    try:
+        return np.asarray(image.convert("RGB"))
+    except ValueError:
+        raise ValueError(f"images of mode {image.mode} cannot be brought to RGB") from None
+
+
+def grey8(image: Image.Image) -> np.ndarray:
+    """Any grey or colour image PIL opens as uint8 (H, W) grey levels, 16-bit grey scaled to 8 bits."""
+    if image.mode in SIXTEEN_BIT_GREY:
+        return _grey16_to_8(np.asarray(image))
+    if image.mode == "F":
+        raise ValueError("a 32-bit float image has no agreed range of values; save it with 8 or 16 bits")
+    return np.asarray(image.convert("L"))
+
+
+def _grey16_to_8(values: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(values.astype(np.float32) / 257), 0, 255).astype(np.uint8)  # 65535 -> 255
+
+
+def read_image(path) -> np.ndarray:
+    """An image file as uint8 (H, W, 3) RGB (see ``rgb8``); DataError naming the file if it cannot be."""
+    try:
+        with Image.open(path) as image:
+            return rgb8(image)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise DataError(f"{path}: cannot be read as an image ({err})") from None
+
+
 def as_rgb_array(image) -> np.ndarray:
-    """A PIL image or an array as a uint8 (H, W, 3) RGB array."""
-    return np.asarray(image.convert("RGB")) if isinstance(image, Image.Image) else np.asarray(image)
+    """A PIL image or an array as a uint8 (H, W, 3) RGB array; DataError for one that cannot be.
+
+    Arrays may be (H, W) grey or (H, W, 3 or 4) colour, uint8, uint16 (scaled to 8 bits)
+    or float in 0..1.
+    """
+    if isinstance(image, Image.Image):
+        try:
+            return rgb8(image)
+        except ValueError as err:
+            raise DataError(str(err)) from None
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] not in (3, 4):
+        raise DataError(f"an image must be (H, W) or (H, W, 3) with 3 or 4 colours, got shape {array.shape}")
+    array = array[..., :3]
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.uint16:
+        return _grey16_to_8(array)
+    if np.issubdtype(array.dtype, np.floating) and np.isfinite(array).all() and array.min() >= 0 and array.max() <= 1:
+        return np.round(array * 255).astype(np.uint8)
+    raise DataError(f"image values must be uint8, uint16 or floats in 0..1, got {array.dtype} "
+                    f"in {array.min()}..{array.max()}")
 
 
 def as_video(frames, name: str = "video") -> Video:

@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 from ..data.sources import davis_resolution, davis_split
-from ..data.video import IMAGE_SUFFIXES, DataError, Video, natural_key
+from ..data.video import IMAGE_SUFFIXES, DataError, Video, grey8, natural_key
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +166,10 @@ def load_saliency_mask(item: SaliencyItem) -> np.ndarray:
     """The ground truth of a saliency item: bool (H, W), grey level > 128 of 255 (the standard
     saliency toolbox's binarisation, as in py_sod_metrics)."""
     with _open_mask(item.mask) as image:
-        return np.asarray(image.convert("L")) > SALIENCY_THRESHOLD
+        try:
+            return grey8(image) > SALIENCY_THRESHOLD
+        except ValueError as err:
+            raise BenchmarkError(f"{item.mask}: {err}") from None
 
 
 def read_mask(path: str | Path) -> np.ndarray:

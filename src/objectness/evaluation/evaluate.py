@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from ..data.video import FrameError, Video
+from ..data.video import FrameError, Video, read_image
 from ..files import write_bytes, write_text
 from ..inference.segmenter import segment_images
 from ..training.adapt import adapt
@@ -201,10 +201,7 @@ def _evaluate_saliency(segmenter, items, predictions: Predictions, progress):
     for item in tqdm(items, desc="images", unit="image", disable=not progress):
         cached = predictions.load("images", [item.name])
         if cached is None:
-            try:
-                image = np.asarray(Image.open(item.image).convert("RGB"))
-            except OSError as err:
-                raise EvaluationError(f"{item.image}: cannot be read ({err})") from None
+            image = read_image(item.image)
             cached = [predictions.save("images", item.name, segment_images(segmenter, [image])[0])]
         scores.add(cached[0], load_saliency_mask(item), name=item.name)
     return scores.per_image(), scores.summary()

@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from ..config import FinetuneConfig, SemanticDataConfig
-from ..data.video import DataError, natural_key
+from ..data.video import DataError, natural_key, read_image
 from .metrics import VOID
 
 DATASETS = ("camvid", "voc", "folders")
@@ -79,12 +79,12 @@ class SemanticSet:
     def read(self, i: int) -> tuple:
         """(uint8 (H, W, 3) RGB image, uint8 (H, W) class indices with VOID); DataError names a bad file."""
         sample = self.samples[i]
-        image = _open(sample.image).convert("RGB")
+        image = read_image(sample.image)
         label = self.read_label(sample)
-        if label.shape != (image.height, image.width):
+        if label.shape != image.shape[:2]:
             raise DataError(f"{sample.label}: label is {label.shape[1]} x {label.shape[0]} but its image "
-                            f"{sample.image} is {image.width} x {image.height}")
-        return np.asarray(image), label
+                            f"{sample.image} is {image.shape[1]} x {image.shape[0]}")
+        return image, label
 
     def read_label(self, sample: Sample) -> np.ndarray:
         label = _open(sample.label)

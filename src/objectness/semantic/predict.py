@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from ..data.video import DataError, natural_key
+from ..data.video import DataError, natural_key, read_image
 from ..device import resolve_device
 from ..visualize import save_image_atomic
 from .data import IMAGE_SUFFIXES
@@ -56,10 +56,7 @@ def predict(model, meta: dict, inputs: list, out_dir, short_edge, device=None, p
     palette = np.asarray(meta["palette"], dtype=np.uint8)
     written = []
     for path in tqdm(_image_files(inputs), desc="images", unit="image", disable=not progress):
-        try:
-            image = np.asarray(Image.open(path).convert("RGB"))
-        except OSError as err:
-            raise DataError(f"{path}: cannot be read ({err})") from None
+        image = read_image(path)
         classes = predict_classes(model, image, short_edge, device)
         class_map = Image.fromarray(classes, mode="P")
         class_map.putpalette(colourise(np.arange(256), palette).reshape(-1).tolist())
