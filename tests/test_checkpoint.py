@@ -156,3 +156,11 @@ def test_weights_whose_config_is_out_of_range_are_refused(tmp_path, tiny_config,
     save_weights(tmp_path / "model.safetensors", tiny_model, tiny_config, metadata(objectness_channel=0))
     with pytest.raises(CheckpointError, match="data.gap"):
         load_model(tmp_path / "model.safetensors")
+
+
+def test_weights_that_are_not_finite_are_refused_when_loaded(tmp_path, tiny_config, tiny_model):
+    with torch.no_grad():
+        next(tiny_model.parameters())[0] = float("nan")
+    save_weights(tmp_path / "model.safetensors", tiny_model, tiny_config, metadata(objectness_channel=0))
+    with pytest.raises(CheckpointError, match="NaN or infinite"):
+        load_model(tmp_path / "model.safetensors")

@@ -535,20 +535,43 @@ def _user_errors() -> tuple:
     return ConfigError, DataError, CheckpointError, EvaluationError, FileExistsError
 
 
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())
+
+
+def _output_error(err: OSError) -> str:
+    """A file-system error (read-only, missing, full, not a folder) as one line naming the path."""
+    path = err.filename or ""
+    reason = err.strerror or _one_line(err)
+    return f"{path}: {reason}" if path else reason
+
+
 def main(argv=None) -> int:
+    """Run one command; bad input is one line on stderr and exit code 2, a full, read-only or missing
+    output place too; a training stopped by a signal or by a loss that is no longer finite is one line
+    and a non-zero code. Other errors are the package's own and show their traceback."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from .training.run import Interrupted, TrainingError
     try:
         return args.run(args)
+    except Interrupted as err:
+        print(f"objectness: interrupted by {_one_line(err)}", file=sys.stderr)
+        return err.exit_code
     except KeyboardInterrupt:
         print("objectness: interrupted", file=sys.stderr)
         return 130
+    except TrainingError as err:
+        print(f"objectness: error: {_one_line(err)}", file=sys.stderr)
+        return 1
     except Exception as err:
-        if not isinstance(err, _user_errors()):
-            raise
-        message = " ".join(str(err).split())
-        print(f"objectness: error: {message}", file=sys.stderr)
-        return 2
+        if isinstance(err, _user_errors()):
+            print(f"objectness: error: {_one_line(err)}", file=sys.stderr)
+            return 2
+        if isinstance(err, OSError) and err.errno is not None:
+            print(f"objectness: error: {_output_error(err)}", file=sys.stderr)
+            return 2
+        raise
 
 
 if __name__ == "__main__":

@@ -33,13 +33,15 @@ def atomic_write(path, write) -> None:
 
     The temporary file has ``path``'s suffix, so writers that infer the format
     from the name (PIL, matplotlib) write the right one. On any error it is
-    removed and ``path`` is untouched.
+    removed and ``path`` is untouched; an OSError names ``path``.
     """
     path = Path(path)
     temporary = temporary_beside(path)
     try:
         write(temporary)
         publish(temporary, path)
+    except OSError as err:  # name the destination, not the temporary file (a full disk, a read-only folder)
+        raise OSError(err.errno, err.strerror or str(err), str(path)) from None
     finally:
         temporary.unlink(missing_ok=True)
 

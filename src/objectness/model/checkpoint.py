@@ -6,6 +6,7 @@ A training checkpoint is a dict of tensors and plain Python values:
 ``metadata`` (``version``, ``objectness_channel``). Shipped weights are
 ``model.safetensors`` with the config and metadata as JSON in its header.
 """
+import errno
 import json
 import os
 import pickle
@@ -34,7 +35,11 @@ def save_checkpoint(path, state: dict) -> None:
 
     def write(tmp):
         with open(tmp, "wb") as f:
-            torch.save(state, f)
+            try:
+                torch.save(state, f)
+            except RuntimeError as err:  # torch's writer reports a failed write (a full disk) so
+                raise OSError(errno.EIO, f"the checkpoint could not be written, is the disk full? "
+                                         f"({str(err).strip().splitlines()[-1]})") from None
             f.flush()
             os.fsync(f.fileno())
 
@@ -127,6 +132,7 @@ def load_model(path, map_location="cpu"):
     else:
         state = load_checkpoint(path, map_location="cpu")
         weights, meta = state["model"], state.get("metadata", {})
+    check_finite_weights(weights, path)
     cfg = config_of(state, path)
     model = AMD(cfg.model)
     try:
@@ -135,6 +141,14 @@ def load_model(path, map_location="cpu"):
         first_line = str(err).strip().splitlines()[0]
         raise CheckpointError(f"{path}: weights do not fit the model of its config ({first_line})") from None
     return model.to(map_location).eval(), cfg, {**metadata(), **meta}
+
+
+def check_finite_weights(weights: dict, path) -> None:
+    """CheckpointError if a weight is NaN or infinite: such a model segments nothing, silently."""
+    bad = [name for name, tensor in weights.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if bad:
+        raise CheckpointError(f"{path}: {len(bad)} weight tensor(s) hold NaN or infinite values ({bad[0]}, ...); "
+                              "the run that wrote them diverged")
 
 
 def store_objectness_channel(path, channel: int, statistics=None) -> list:

@@ -49,9 +49,9 @@ def range_map(flow: torch.Tensor) -> torch.Tensor:
     out = flow.new_zeros(b, h * w)
     for dx, dy, weight in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
         x, y = x0 + dx, y0 + dy
-        inside = (x >= 0) & (x < w) & (y >= 0) & (y < h)
-        index = (y.clamp(0, h - 1) * w + x.clamp(0, w - 1)).long()
-        out.scatter_add_(1, index, weight * inside)
+        inside = (x >= 0) & (x < w) & (y >= 0) & (y < h)  # False for a flow that is not finite
+        index = torch.where(inside, y * w + x, 0).long()  # outside (or NaN): index 0, weight 0
+        out.scatter_add_(1, index, torch.where(inside, weight, 0))
     return out.view(b, 1, h, w)
 
 

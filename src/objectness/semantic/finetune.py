@@ -39,14 +39,18 @@ from ..model.checkpoint import (
     weights_file,
 )
 from ..training.run import (
+    Interrupted,
     Meter,
-    check_run_dir,
+    RunFolder,
+    StopSignals,
+    check_finite,
     poly_schedule,
     prepare_run_dir,
     read_training_state,
     restore,
     restore_rng,
     seed_everything,
+    stop_requested,
     write_training_state,
 )
 from ..visualize import panel_row, save_image_atomic
@@ -122,65 +126,76 @@ def finetune(cfg: FinetuneConfig, run_dir, resume: bool = False, overwrite: bool
     """
     validate(cfg)
     run_dir = Path(run_dir)
-    checkpoint_path = check_run_dir(run_dir, resume, overwrite)
-    resumed = resumable_state(checkpoint_path, cfg) if checkpoint_path else None
-    initial = None
-    if resumed is None and not is_scratch(cfg.train.init):
-        initial = backbone_weights(cfg.train.init, cfg.model.appearance)
-    train_set = load_semantic_set(cfg.data, train_split(cfg))
-    train_set.check(progress)  # bad data fails before the folder is made
-    meta = resumed["metadata"] if resumed else {**run_metadata(train_set), **init_description(cfg.train.init)}
-    device = resolve_device(cfg.train.device)
-    seed_everything(cfg.train.seed)
-    prepare_run_dir(run_dir, overwrite)
-    save_config(cfg, run_dir / "config.yaml")
+    with RunFolder(run_dir, resume, overwrite) as run, StopSignals() as signals:
+        resumed = resumable_state(run.checkpoint, cfg) if run.checkpoint else None
+        initial = None
+        if resumed is None and not is_scratch(cfg.train.init):
+            initial = backbone_weights(cfg.train.init, cfg.model.appearance)
+        train_set = load_semantic_set(cfg.data, train_split(cfg))
+        train_set.check(progress)  # bad data fails before the folder is filled
+        meta = resumed["metadata"] if resumed else {**run_metadata(train_set), **init_description(cfg.train.init)}
+        device = resolve_device(cfg.train.device)
+        seed_everything(cfg.train.seed)
+        prepare_run_dir(run_dir, overwrite)
+        save_config(cfg, run_dir / "config.yaml")
 
-    model = build_model(cfg.model, len(train_set.classes)).to(device)
-    if initial is not None:
-        model.backbone.load_state_dict(initial)
-        log.info("backbone from %s (sha256 %s...); head and classifier random", cfg.train.init, meta["init_sha256"])
-    optimizer, scheduler = make_optimizer(model, cfg.train)
-    start_step = 0
-    if resumed is not None:
-        start_step = restore(resumed, model, optimizer, scheduler)
-        restore_rng(resumed, cfg.train.seed)
-        log.info("resuming %s at step %d", run_dir, start_step)
-    loader = crop_loader(train_set, cfg, start_step, device)
-    amp = cfg.train.amp and device.type == "cuda"
-    meter = Meter(run_dir, cfg.train.steps, start_step, device, progress)
+        model = build_model(cfg.model, len(train_set.classes)).to(device)
+        if initial is not None:
+            model.backbone.load_state_dict(initial)
+            log.info("backbone from %s (sha256 %s...); head and classifier random", cfg.train.init, meta["init_sha256"])
+        optimizer, scheduler = make_optimizer(model, cfg.train)
+        start_step, last_checkpoint = 0, None
+        if resumed is not None:
+            start_step = last_checkpoint = restore(resumed, model, optimizer, scheduler)
+            restore_rng(resumed, cfg.train.seed)
+            log.info("resuming %s at step %d", run_dir, start_step)
+        loader = crop_loader(train_set, cfg, start_step, device)
+        amp = cfg.train.amp and device.type == "cuda"
+        meter = Meter(run_dir, cfg.train.steps, start_step, device, progress)
 
-    model.train()
-    try:
-        for step, batch in enumerate(loader, start=start_step):
-            images = batch["image"].to(device, non_blocking=True)  # (B, 3, H, W)
-            labels = batch["label"].to(device, non_blocking=True)  # (B, H, W)
-            lr = optimizer.param_groups[0]["lr"]
-            loss, logits = optimisation_step(model, optimizer, images, labels, amp)
-            scheduler.step()
+        model.train()
+        try:
+            for step, batch in enumerate(loader, start=start_step):
+                images = batch["image"].to(device, non_blocking=True)  # (B, 3, H, W)
+                labels = batch["label"].to(device, non_blocking=True)  # (B, H, W)
+                lr = optimizer.param_groups[0]["lr"]
+                loss, logits = optimisation_step(model, optimizer, images, labels, amp)
+                scheduler.step()
 
-            done = step + 1
-            labelled = labels != VOID
-            correct = (logits.detach().argmax(1) == labels)[labelled].sum()
-            meter.update({"loss": loss, "correct": correct, "labelled": labelled.sum()})
-            if done % cfg.train.log_every == 0 or done == cfg.train.steps:
-                log_line(meter, done, lr, cfg.train.batch_size)
-            if done % cfg.train.checkpoint_every == 0 or done == cfg.train.steps:
-                write_training_state(run_dir / LAST, model, optimizer, scheduler, done, to_dict(cfg), meta)
-            if done % cfg.train.panel_every == 0:
-                save_image_atomic(semantic_panel(images[0], logits[0].argmax(0), labels[0], train_set.palette),
-                                  run_dir / "panels" / f"step-{done:07d}.png")
-        save_weights(run_dir / WEIGHTS, model, cfg, meta)
-    finally:
-        meter.close()
+                done = step + 1
+                labelled = labels != VOID
+                correct = (logits.detach().argmax(1) == labels)[labelled].sum()
+                meter.update({"loss": loss, "correct": correct, "labelled": labelled.sum()})
+                at_log_line = done % cfg.train.log_every == 0
+                stop = stop_requested(signals, None, device, at_log_line)
+                at_checkpoint = done % cfg.train.checkpoint_every == 0 or done == cfg.train.steps or stop
+                if at_log_line or at_checkpoint:  # a loss that is no longer finite stops the run here
+                    log_line(meter, done, lr, cfg.train.batch_size, last_checkpoint)
+                if at_checkpoint:
+                    write_training_state(run_dir / LAST, model, optimizer, scheduler, done, to_dict(cfg), meta)
+                    last_checkpoint = done
+                if done % cfg.train.panel_every == 0:
+                    save_image_atomic(semantic_panel(images[0], logits[0].argmax(0), labels[0], train_set.palette),
+                                      run_dir / "panels" / f"step-{done:07d}.png")
+                if stop:
+                    break
+            save_weights(run_dir / WEIGHTS, model, cfg, meta)
+        finally:
+            meter.close()
+        if signals.received is not None:
+            raise Interrupted(f"{signals.received.name}: stopped at step {last_checkpoint}, its checkpoint written "
+                              f"to {run_dir / LAST}; --resume continues the run", signals.received.value)
     return {"run_dir": str(run_dir), "start_step": start_step, "step": meter.last.get("step", start_step),
             "loss": meter.last.get("loss"), "seconds": meter.seconds,
             "images_per_s": meter.total * cfg.train.batch_size / max(meter.seconds, 1e-9),
             "checkpoint": str(run_dir / LAST), "weights": str(run_dir / WEIGHTS)}
 
 
-def log_line(meter: Meter, step: int, lr: float, batch_size: int) -> None:
-    """One line of metrics.jsonl: the mean loss and the pixel accuracy of the crops since the last line."""
+def log_line(meter: Meter, step: int, lr: float, batch_size: int, last_checkpoint=None) -> None:
+    """One line of metrics.jsonl: the mean loss and the pixel accuracy of the crops since the last line;
+    TrainingError if the loss is not finite."""
     sums, count, seconds = meter.collect()
+    check_finite(sums, step, last_checkpoint)
     record = {"step": step, "loss": sums["loss"] / count,
               "pixel_accuracy": sums["correct"] / max(sums["labelled"], 1.0), "lr": lr,
               "images_per_s": count * batch_size / seconds}

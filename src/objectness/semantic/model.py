@@ -19,6 +19,7 @@ from ..device import resolve_device
 from ..model.appearance import AppearanceNet
 from ..model.checkpoint import (
     CheckpointError,
+    check_finite_weights,
     load_checkpoint,
     read_weights,
     weights_file,
@@ -49,6 +50,7 @@ def load_semantic_model(path, device="cpu") -> tuple:
     if meta.get("task") != "semantic":
         raise CheckpointError(f"{path}: not a fine-tuned semantic-segmentation model (fine-tune AMD weights "
                               "first: objectness finetune --init ...)")
+    check_finite_weights(weights, path)
     try:
         cfg = validate(from_dict(config_dict, FinetuneConfig))
     except ConfigError as err:

@@ -14,6 +14,11 @@ def env_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def env_rank() -> int:
+    """This process's rank as torchrun gives it, known before the process group is joined."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def init(device: torch.device) -> None:
     """Join the torchrun process group: NCCL on CUDA, gloo on CPU."""
     if env_world_size() > 1 and not dist.is_initialized():

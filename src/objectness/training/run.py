@@ -9,8 +9,13 @@ recipes themselves (data, model, objective, optimizer) stay in their own files.
 from __future__ import annotations
 
 import logging
+import math
+import os
 import random
 import shutil
+import signal
+import socket
+import threading
 import time
 from pathlib import Path
 from typing import Optional
@@ -23,9 +28,99 @@ from ..model.checkpoint import LAST, CheckpointError, load_checkpoint, save_chec
 from . import distributed
 from .logger import MetricsLogger
 
+try:
+    import fcntl
+except ImportError:  # not a POSIX system
+    fcntl = None
+
 log = logging.getLogger(__name__)
 
 TRAINING_STATE = ("model", "optimizer", "scheduler", "step", "rng")  # the keys of a checkpoint that resumes
+
+
+LOCK = ".lock"  # in the run folder: who trains in it (never deleted, so that two processes lock one file)
+
+
+class RunFolderError(FileExistsError):
+    """A run folder that is in use, or holds something that is not a run."""
+
+
+class TrainingError(RuntimeError):
+    """Training that cannot go on (a loss that is no longer finite); the last checkpoint is kept."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Training stopped by SIGINT or SIGTERM after a complete step, with a checkpoint."""
+
+    def __init__(self, message: str, signal_number: int):
+        super().__init__(message)
+        self.exit_code = 128 + signal_number
+
+
+class RunFolder:
+    """The run folder, held by the process that trains in it from the check of what it holds to the end.
+
+    Rank 0 (the only process without torchrun) makes the folder if it is missing
+    and locks its ``.lock`` file (``flock``; the operating system releases it
+    if the process dies) before it looks inside, so the check and the lock are
+    one step: a second process, fresh or ``--resume``, stops with a line naming
+    the holder. ``checkpoint`` is the last.pt to resume from, or None. A folder
+    made here that the run leaves empty (it failed before it began) is removed.
+    """
+
+    def __init__(self, run_dir: Path, resume: bool, overwrite: bool):
+        if resume and overwrite:
+            raise ValueError("resume and overwrite exclude each other")
+        self.path, self.made, self.lock = Path(run_dir), False, None
+        if self.path.exists() and not self.path.is_dir():
+            raise RunFolderError(f"run folder {self.path} is a file")
+        if distributed.env_rank() == 0:
+            self._lock()
+        try:
+            self.checkpoint = check_run_dir(self.path, resume, overwrite)
+        except BaseException:
+            self.release()
+            raise
+
+    def _lock(self) -> None:
+        self.made = not self.path.exists()
+        self.path.mkdir(parents=True, exist_ok=True)
+        if fcntl is None:  # not a POSIX system: no lock
+            return
+        file = open(self.path / LOCK, "a+")
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            file.seek(0)
+            holder = file.read().strip() or "another process"
+            file.close()
+            raise RunFolderError(f"run folder {self.path} is in use by {holder}; wait until it ends "
+                                 "or choose another folder") from None
+        file.seek(0)
+        file.truncate()
+        file.write(f"process {os.getpid()} on {socket.gethostname()} since "
+                   f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        file.flush()
+        self.lock = file
+
+    def release(self) -> None:
+        """Unlock; remove the folder if this run made it and left nothing in it but the lock."""
+        if self.lock is not None:
+            self.lock.close()
+            self.lock = None
+        if self.made and self.path.is_dir() and {p.name for p in self.path.iterdir()} <= {LOCK}:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.release()
+        return False
+
+
+def _entries(run_dir: Path) -> list:
+    return [p for p in run_dir.iterdir() if p.name != LOCK] if run_dir.is_dir() else []
 
 
 def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> Optional[Path]:
@@ -33,30 +128,79 @@ def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> Optional[Path
 
     Every process checks before any of them changes the folder, so they agree.
     """
-    if resume and overwrite:
-        raise ValueError("resume and overwrite exclude each other")
     if run_dir.exists() and not run_dir.is_dir():
-        raise FileExistsError(f"run folder {run_dir} is a file")
-    if not (run_dir.is_dir() and any(run_dir.iterdir())):
+        raise RunFolderError(f"run folder {run_dir} is a file")
+    if not _entries(run_dir):
         return None
     if not (run_dir / "config.yaml").is_file():
-        raise FileExistsError(f"{run_dir} is not empty and holds no run (no config.yaml); choose another folder")
+        raise RunFolderError(f"{run_dir} is not empty and holds no run (no config.yaml); choose another folder")
     if resume:
         if (run_dir / LAST).is_file():
             return run_dir / LAST
         log.warning("nothing to resume in %s (no %s yet): starting from step 0", run_dir, LAST)
         return None
     if not overwrite:
-        raise FileExistsError(
+        raise RunFolderError(
             f"run folder {run_dir} exists and is not empty; pass --resume to continue it or --overwrite to start again"
         )
     return None
 
 
 def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
-    if overwrite and run_dir.is_dir():
-        shutil.rmtree(run_dir)
+    """Make the folder; with ``overwrite``, empty it first (its lock stays)."""
+    if overwrite:
+        for entry in _entries(run_dir):
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
     run_dir.mkdir(parents=True, exist_ok=True)
+
+
+class StopSignals:
+    """While training, SIGINT and SIGTERM ask the loop to stop after the step it is in, with a
+    checkpoint; a second signal stops at once. Only in the main thread (elsewhere: Python's defaults)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.received, self.previous = None, {}
+
+    def _handle(self, number, frame):
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signal.Signals(number)
+        log.warning("%s received: stopping after this step with a checkpoint (again to stop at once)",
+                    self.received.name)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc_info):
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+        return False
+
+
+def stop_requested(signals: StopSignals, deadline, device: torch.device, at_log_line: bool) -> bool:
+    """Past the deadline or asked to stop, in any process; all processes agree, so they stop at the
+    same step. Alone, every step; under torchrun only at log lines (the agreement costs a synchronisation)."""
+    local = signals.received is not None or (deadline is not None and time.perf_counter() > deadline)
+    if distributed.world_size() == 1:
+        return local
+    if not at_log_line and deadline is None:
+        return False
+    return distributed.any_process(local, device)
+
+
+def check_finite(sums: dict, step: int, last_checkpoint) -> None:
+    """TrainingError if a logged sum is NaN or infinite: the weights are no longer worth keeping."""
+    bad = [name for name, value in sums.items() if not math.isfinite(value)]
+    if bad:
+        kept = (f"the checkpoint of step {last_checkpoint} is kept" if last_checkpoint
+                else "no checkpoint had been written")
+        value = "NaN" if any(math.isnan(sums[name]) for name in bad) else "infinite"
+        raise TrainingError(f"{bad[0]} is {value} at step {step}; {kept} (a lower train.lr or a "
+                            "train.grad_clip may keep training stable)")
 
 
 def seed_everything(seed: int) -> None:
@@ -75,13 +219,6 @@ def poly_schedule(optimizer, train_cfg) -> torch.optim.lr_scheduler.LambdaLR:
     """Poly decay from train.lr to train.min_lr over train.steps (docs/method.md#training, #semantic-fine-tuning); parameter groups
     with an lr of their own keep their ratio to train.lr."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: poly_lr(step, train_cfg) / train_cfg.lr)
-
-
-def out_of_time(deadline, device: torch.device) -> bool:
-    """Past the deadline in any process; all processes agree, so they stop at the same step."""
-    if deadline is None:
-        return False
-    return distributed.any_process(time.perf_counter() > deadline, device)
 
 
 # ---------------------------------------------------------------- training state

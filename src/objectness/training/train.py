@@ -29,15 +29,18 @@ from ..model.checkpoint import (
 from ..model.warp import backward_warp
 from . import distributed
 from .run import (
+    Interrupted,
     Meter,
-    check_run_dir,
+    RunFolder,
+    StopSignals,
+    check_finite,
     differences,
-    out_of_time,
     prepare_run_dir,
     read_training_state,
     restore,
     restore_rng,
     seed_everything,
+    stop_requested,
     write_training_state,
 )
 from .step import make_optimizer, optimisation_step, taught_channel
@@ -61,80 +64,93 @@ def train(cfg: Config, run_dir, resume: bool = False, overwrite: bool = False) -
     validate(cfg)
     run_dir = Path(run_dir)
     deadline = time.perf_counter() + 60 * cfg.train.time_limit if cfg.train.time_limit > 0 else None
-    checkpoint_path = check_run_dir(run_dir, resume, overwrite)
-    resumed = resumable_state(checkpoint_path, cfg) if checkpoint_path else None
-    initial = initial_weights(cfg) if resumed is None and cfg.train.init else None
-    device = distributed.local_device(resolve_device(cfg.train.device))
-    # Bad data fails before the folder is made; classical flow is computed (or read from its cache) here.
-    teachers = Teachers(cfg.loss.distill_from, cfg.data.short_edge, device) if cfg.loss.distill_weight else None
-    if cfg.data.on_device:  # every frame decoded once into the device's memory (data/device_frames.py)
-        dataset = DeviceFrames.load(cfg.data, device)
-    else:
-        dataset = build_pair_dataset(cfg.data, seed=cfg.train.seed, with_flow=cfg.loss.uses_classical_flow)
-    distributed.init(device)
-    rank, world = distributed.rank(), distributed.world_size()
-    seed_everything(cfg.train.seed + rank)
-    if rank == 0:
-        prepare_run_dir(run_dir, overwrite)
-        save_config(cfg, run_dir / "config.yaml")
-    distributed.barrier()
-
-    model = AMD(cfg.model).to(device)
-    optimizer, scheduler = make_optimizer(model, cfg.train)
-    start_step, bad_frames = 0, 0
-    if initial is not None:
-        model.load_state_dict(initial)
-        log.info("starting from the weights of %s", cfg.train.init)
-    if resumed is not None:
-        start_step, bad_frames = restore(resumed, model, optimizer, scheduler), resumed["bad_frames"]
-        log.info("resuming %s at step %d", run_dir, start_step)
-    ddp_model = distributed.wrap(model, device)
-    if cfg.data.on_device:
-        loader = DevicePairLoader(dataset, cfg, start_step, rank)
-    else:
-        loader = pair_loader(dataset, cfg, start_step, device)
-    meter = Meter(run_dir, cfg.train.steps, start_step, device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed crop size
-    amp = cfg.train.amp and device.type == "cuda"
-
-    if resumed is not None:
-        restore_rng(resumed, cfg.train.seed)
-    ddp_model.train()
-    try:
-        for step, batch in enumerate(loader, start=start_step):
-            frames = batch["frames"].to(device, non_blocking=True)  # (B, 2, 3, H, W)
-            flows = batch["flows"].to(device, non_blocking=True) if "flows" in batch else None  # (B, 2, 2, H, W)
-            lr = optimizer.param_groups[0]["lr"]
-            loss, terms, out = optimisation_step(ddp_model, optimizer, frames, cfg, amp, flows, teachers)
-            scheduler.step()
-
-            done = step + 1
-            meter.update({"loss": loss, **terms, "bad_frames": batch["bad_frames"].sum()})
-            stopped_early = done == cfg.train.stop_after
-            stop = out_of_time(deadline, device) or stopped_early
-            at_checkpoint = done % cfg.train.checkpoint_every == 0 or done == cfg.train.steps or stop
-            if done % cfg.train.log_every == 0 or at_checkpoint:
-                bad_frames = log_line(meter, done, lr, bad_frames, cfg.train.batch_size)
-            if at_checkpoint:
-                write_training_state(run_dir / LAST, ddp_model, optimizer, scheduler, done, to_dict(cfg),
-                                     run_metadata(cfg), bad_frames=bad_frames)
-            if rank == 0 and done % cfg.train.panel_every == 0:
-                save_panel(run_dir / "panels" / f"step-{done:07d}.png", frames, out, flows)
-            if stop:
-                reason = "train.stop_after" if stopped_early else f"train.time_limit of {cfg.train.time_limit:g} minutes"
-                log.info("%s reached: stopping at step %d", reason, done)
-                break
+    with RunFolder(run_dir, resume, overwrite) as run, StopSignals() as signals:
+        resumed = resumable_state(run.checkpoint, cfg) if run.checkpoint else None
+        initial = initial_weights(cfg) if resumed is None and cfg.train.init else None
+        device = distributed.local_device(resolve_device(cfg.train.device))
+        # Bad data fails before the folder is filled; classical flow is computed (or read from its cache) here.
+        teachers = Teachers(cfg.loss.distill_from, cfg.data.short_edge, device) if cfg.loss.distill_weight else None
+        if cfg.data.on_device:  # every frame decoded once into the device's memory (data/device_frames.py)
+            dataset = DeviceFrames.load(cfg.data, device)
+        else:
+            dataset = build_pair_dataset(cfg.data, seed=cfg.train.seed, with_flow=cfg.loss.uses_classical_flow)
+        distributed.init(device)
+        rank, world = distributed.rank(), distributed.world_size()
+        seed_everything(cfg.train.seed + rank)
         if rank == 0:
-            save_weights(run_dir / WEIGHTS, distributed.unwrap(ddp_model), cfg, run_metadata(cfg))
-    finally:
-        meter.close()
-        distributed.cleanup()
+            prepare_run_dir(run_dir, overwrite)
+            save_config(cfg, run_dir / "config.yaml")
+        distributed.barrier()
+
+        model = AMD(cfg.model).to(device)
+        optimizer, scheduler = make_optimizer(model, cfg.train)
+        start_step, bad_frames, last_checkpoint = 0, 0, None
+        if initial is not None:
+            model.load_state_dict(initial)
+            log.info("starting from the weights of %s", cfg.train.init)
+        if resumed is not None:
+            start_step, bad_frames = restore(resumed, model, optimizer, scheduler), resumed["bad_frames"]
+            last_checkpoint = start_step
+            log.info("resuming %s at step %d", run_dir, start_step)
+        ddp_model = distributed.wrap(model, device)
+        if cfg.data.on_device:
+            loader = DevicePairLoader(dataset, cfg, start_step, rank)
+        else:
+            loader = pair_loader(dataset, cfg, start_step, device)
+        meter = Meter(run_dir, cfg.train.steps, start_step, device)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed crop size
+        amp = cfg.train.amp and device.type == "cuda"
+
+        if resumed is not None:
+            restore_rng(resumed, cfg.train.seed)
+        ddp_model.train()
+        try:
+            for step, batch in enumerate(loader, start=start_step):
+                frames = batch["frames"].to(device, non_blocking=True)  # (B, 2, 3, H, W)
+                flows = batch["flows"].to(device, non_blocking=True) if "flows" in batch else None  # (B, 2, 2, H, W)
+                lr = optimizer.param_groups[0]["lr"]
+                loss, terms, out = optimisation_step(ddp_model, optimizer, frames, cfg, amp, flows, teachers)
+                scheduler.step()
+
+                done = step + 1
+                meter.update({"loss": loss, **terms, "bad_frames": batch["bad_frames"].sum()})
+                at_log_line = done % cfg.train.log_every == 0
+                stopped_early = done == cfg.train.stop_after
+                stop = stopped_early or stop_requested(signals, deadline, device, at_log_line)
+                at_checkpoint = done % cfg.train.checkpoint_every == 0 or done == cfg.train.steps or stop
+                if at_log_line or at_checkpoint:  # a loss that is no longer finite stops the run here
+                    bad_frames = log_line(meter, done, lr, bad_frames, cfg.train.batch_size, last_checkpoint)
+                if at_checkpoint:
+                    write_training_state(run_dir / LAST, ddp_model, optimizer, scheduler, done, to_dict(cfg),
+                                         run_metadata(cfg), bad_frames=bad_frames)
+                    last_checkpoint = done
+                if rank == 0 and done % cfg.train.panel_every == 0:
+                    save_panel(run_dir / "panels" / f"step-{done:07d}.png", frames, out, flows)
+                if stop:
+                    log.info("%s: stopping at step %d", _stop_reason(cfg, signals, stopped_early), done)
+                    break
+            if rank == 0:
+                save_weights(run_dir / WEIGHTS, distributed.unwrap(ddp_model), cfg, run_metadata(cfg))
+        finally:
+            meter.close()
+            distributed.cleanup()
+        if signals.received is not None:
+            raise Interrupted(f"{signals.received.name}: stopped at step {last_checkpoint}, its checkpoint written "
+                              f"to {run_dir / LAST}; --resume continues the run", signals.received.value)
     pairs = meter.total * cfg.train.batch_size * world
     return {"run_dir": str(run_dir), "start_step": start_step, "step": meter.last.get("step", start_step),
             "loss": meter.last.get("loss"), "bad_frames": bad_frames, "pairs_per_s": pairs / max(meter.seconds, 1e-9),
             "seconds": meter.seconds, "checkpoint": str(run_dir / LAST), "weights": str(run_dir / WEIGHTS),
             "world_size": world}
+
+
+def _stop_reason(cfg: Config, signals, stopped_early: bool) -> str:
+    if signals.received is not None:
+        return f"{signals.received.name} received"
+    if stopped_early:
+        return "train.stop_after reached"
+    return f"train.time_limit of {cfg.train.time_limit:g} minutes reached"
 
 
 class PairStream(Sampler):
@@ -173,10 +189,11 @@ def pair_loader(dataset, cfg: Config, start_step: int, device: torch.device) -> 
     )
 
 
-def log_line(meter: Meter, step: int, lr: float, bad_frames: int, batch_size: int) -> int:
+def log_line(meter: Meter, step: int, lr: float, bad_frames: int, batch_size: int, last_checkpoint=None) -> int:
     """One line of metrics.jsonl: the loss and its terms averaged since the last line, lr, pairs per
-    second and the unreadable frames skipped so far (returned)."""
+    second and the unreadable frames skipped so far (returned). TrainingError if the loss is not finite."""
     sums, count, seconds = meter.collect()
+    check_finite(sums, step, last_checkpoint)
     bad_frames += int(round(sums.pop("bad_frames")))
     means = {name: value / count for name, value in sums.items()}
     pairs_per_s = count * batch_size / seconds
