@@ -9,6 +9,7 @@ from PIL import Image
 
 import objectness.evaluation.evaluate as evaluate_module
 from objectness import cli
+from objectness.evaluation.benchmarks import BenchmarkError
 from objectness.evaluation.evaluate import EvaluationError, evaluate
 from objectness.evaluation.metrics import jaccard
 from objectness.inference.centre_prior import centre_prior
@@ -180,3 +181,58 @@ def test_cli_reports_a_missing_benchmark_in_one_line(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("objectness: error:") and "nowhere" in err and "\n" not in err
+
+
+def _write_saliency_set(root, mask_size=(20, 30)):
+    for name in ("a", "b"):
+        image = np.full((20, 30, 3), 40, np.uint8)
+        (root / "images").mkdir(parents=True, exist_ok=True)
+        (root / "masks").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(root / "images" / f"{name}.png")
+        Image.fromarray(np.zeros(mask_size if name == "b" else (20, 30), np.uint8)).save(root / "masks" / f"{name}.png")
+
+
+@pytest.mark.parametrize("mask_size, words", [((20, 31), "31 x 20"), ((30, 20), "transposed")])
+def test_a_mask_of_another_size_than_its_image_is_refused_before_segmenting(tmp_path, monkeypatch, mask_size,
+                                                                            words):
+    _write_saliency_set(tmp_path / "sod", mask_size)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("segmented before the masks were checked")
+
+    monkeypatch.setattr(evaluate_module, "segment_images", refuse)
+    with pytest.raises(BenchmarkError, match=f"b.png.*{words}"):
+        evaluate(None, "saliency", tmp_path / "sod", tmp_path / "out", progress=False)
+
+
+def test_an_annotation_of_another_size_than_its_frame_is_refused_before_segmenting(video_root, tmp_path,
+                                                                                   monkeypatch):
+    root, _ = video_root
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(root / "Annotations" / "240p" / "seq1" / "00003.png")
+    monkeypatch.setattr(evaluate_module, "segment_images", _bright_segmenter)
+    with pytest.raises(BenchmarkError, match="seq1/00003.png: the mask is 10 x 10"):
+        evaluate(None, "davis2016", root, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out" / "predictions").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "resize"])
+def test_a_damaged_cached_prediction_is_made_again(video_root, tmp_path, monkeypatch, caplog, damage):
+    root, _ = video_root
+    first = evaluate(load_segmenter("centre-prior"), "davis2016", root, tmp_path / "out", progress=False)
+    cached = tmp_path / "out" / "predictions" / "seq0" / "00002.png"
+    if damage == "truncate":
+        cached.write_bytes(cached.read_bytes()[:40])
+    else:
+        Image.open(cached).resize((8, 8)).save(cached)
+    again = evaluate(load_segmenter("centre-prior"), "davis2016", root, tmp_path / "out", reuse=True, progress=False)
+    assert again["scores"] == first["scores"] and "segmenting seq0 again" in caplog.text
+
+
+def test_an_out_folder_that_holds_other_files_is_refused_unless_overwrite(video_root, tmp_path):
+    root, _ = video_root
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        evaluate(load_segmenter("centre-prior"), "davis2016", root, tmp_path / "out", progress=False)
+    evaluate(load_segmenter("centre-prior"), "davis2016", root, tmp_path / "out", overwrite=True, progress=False)
+    assert (tmp_path / "out" / "notes.txt").read_text() == "mine"  # --overwrite replaces only what evaluate writes

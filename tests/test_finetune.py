@@ -188,6 +188,22 @@ def test_evaluation_and_prediction_of_a_run(tiny, tmp_path):
     assert (tmp_path / "labels" / "im00_overlay.jpg").is_file() and (tmp_path / "labels" / "legend.png").is_file()
 
 
+def test_semantic_keeps_images_of_one_name_apart_and_refuses_a_full_out(tiny, tmp_path, capsys):
+    tiny.train.steps = 1
+    finetune(tiny, tmp_path / "run", progress=False)
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        Image.new("RGB", (48, 40), (10, 200, 30) if folder == "a" else (200, 10, 30)).save(tmp_path / folder / "x.png")
+    args = ["semantic", str(tmp_path / "a" / "x.png"), str(tmp_path / "b" / "x.png"),
+            "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "labels")]
+    assert main(args) == 0
+    overlays = [np.asarray(Image.open(tmp_path / "labels" / name)) for name in ("x_overlay.jpg", "x-2_overlay.jpg")]
+    assert np.abs(overlays[0].astype(int) - overlays[1]).mean() > 20  # two images, two results
+    capsys.readouterr()
+    assert main(args) == 2 and "--overwrite" in capsys.readouterr().err
+    assert main(args + ["--overwrite"]) == 0
+
+
 def test_a_run_of_the_format_before_the_shared_skeleton_resumes(tiny, tmp_path):
     """Fine-tuning checkpoints once held one process's generators as a dict, not a list per process."""
     tiny.train.steps = 2

@@ -491,6 +491,7 @@ def add_semantic_parser(subparsers) -> None:
                         help="a fine-tuned run folder, its last.pt or model.safetensors")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
     parser.add_argument("--device", default="auto", metavar="D", help="auto, cpu, cuda, ... (default: auto)")
+    parser.add_argument("--overwrite", action="store_true", help="write into an output folder that holds files")
     parser.set_defaults(run=run_semantic)
 
 
@@ -499,7 +500,7 @@ def run_semantic(args) -> int:
     from .semantic.predict import predict
 
     model, cfg, meta = load_semantic_model(args.checkpoint, args.device)
-    written = predict(model, meta, args.inputs, args.out, cfg.data.test_short_edge)
+    written = predict(model, meta, args.inputs, args.out, cfg.data.test_short_edge, overwrite=args.overwrite)
     print(f"labelled {len(written)} image(s): class maps, overlays and legend.png in {args.out}")
     return 0
 

@@ -57,3 +57,27 @@ def write_text(path, text: str) -> None:
 def write_json(path, data) -> None:
     """``data`` as indented JSON with a final newline."""
     write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def distinct_names(names) -> list:
+    """``names`` made distinct, in order: a second ``x`` becomes ``x-2``, a third ``x-3``, so that
+    inputs of one name (a/x.png, b/x.png) never write over each other's outputs."""
+    taken, out = set(), []
+    for name in names:
+        candidate, n = name, 1
+        while candidate in taken:
+            n += 1
+            candidate = f"{name}-{n}"
+        taken.add(candidate)
+        out.append(candidate)
+    return out
+
+
+def check_output_folder(folder, overwrite: bool) -> None:
+    """Refuse, before any work, an output folder that holds something, unless ``overwrite``."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise FileExistsError(f"output folder {folder} is a file")
+    if folder.is_dir() and any(folder.iterdir()) and not overwrite:
+        raise FileExistsError(f"output folder {folder} exists and is not empty; pass --overwrite to replace "
+                              "its files, or choose another folder")

@@ -148,6 +148,36 @@ def load_saliency_benchmark(
     return items
 
 
+def check_saliency_sizes(items: list) -> None:
+    """BenchmarkError naming the first mask whose size is not its image's (read from the headers)."""
+    for item in items:
+        _check_same_size(item.image, item.mask)
+
+
+def check_sequence_sizes(sequences: list) -> None:
+    """BenchmarkError naming the first annotation whose size is not its frame's (read from the headers)."""
+    for sequence in sequences:
+        for index, masks in sequence.annotations.items():
+            for mask in masks:
+                _check_same_size(Path(sequence.frames[index]), mask)
+
+
+def _check_same_size(image: Path, mask: Path) -> None:
+    image_size, mask_size = _header_size(image), _header_size(mask)
+    if image_size != mask_size:
+        hint = " (transposed?)" if mask_size == image_size[::-1] else ""
+        raise BenchmarkError(f"{mask}: the mask is {mask_size[0]} x {mask_size[1]} but its image {image} is "
+                             f"{image_size[0]} x {image_size[1]}{hint}")
+
+
+def _header_size(path: Path) -> tuple:
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (OSError, ValueError, SyntaxError) as err:
+        raise BenchmarkError(f"cannot read {path}: {err}") from None
+
+
 def load_ground_truth(sequence: VideoSequence, index: int) -> np.ndarray:
     """The merged foreground of annotated frame ``index``: bool (H, W), any object is foreground."""
     if index not in sequence.annotations:

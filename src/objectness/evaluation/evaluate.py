@@ -16,6 +16,7 @@ import csv
 import io
 import json
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,8 @@ from ..inference.segmenter import segment_images
 from ..training.adapt import adapt
 from .benchmarks import (
     BENCHMARKS,
+    check_saliency_sizes,
+    check_sequence_sizes,
     load_ground_truth,
     load_saliency_benchmark,
     load_saliency_mask,
@@ -85,12 +88,14 @@ def evaluate(segmenter, benchmark: str, root, out_dir, mode: str = "per-image", 
     predictions = Predictions(out_dir / "predictions", reuse)
     if kind == "video":
         sequences = load_video_benchmark(benchmark, root, split=split, resolution=resolution)
+        check_sequence_sizes(sequences)  # before any segmenting
         steps = adapt_steps if mode == "per-video" else 0
         settings["adapt_steps"] = steps
         rows, scores = _evaluate_videos(segmenter, sequences, predictions, steps, threshold, progress)
         table = "per_sequence.csv"
     else:
         items = load_saliency_benchmark(benchmark, root, images=images, masks=masks)
+        check_saliency_sizes(items)  # before any segmenting
         rows, scores = _evaluate_saliency(segmenter, items, predictions, progress)
         table = "per_image.csv"
     summary = {**settings, "scores": scores, "paper": _paper(benchmark, mode, scores)}
@@ -114,14 +119,32 @@ def _guided_filter(segmenter):
     return {"radius": segmenter.guided_radius, "eps": segmenter.guided_eps}
 
 
+OUTPUTS = ("predictions", "per_sequence.csv", "per_image.csv", "summary.json", "summary.md")  # what evaluate writes
+
+
 def _check_out_dir(out_dir: Path, settings: dict, overwrite: bool, reuse: bool) -> None:
-    previous = out_dir / "summary.json"
-    if not previous.exists() or overwrite:
+    """Refuse an --out that holds something unless --overwrite (which replaces what evaluate wrote
+    there) or --reuse of an evaluation with the same settings."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"output folder {out_dir} is a file")
+    if not (out_dir.is_dir() and any(out_dir.iterdir())):
         return
+    if overwrite:
+        for name in OUTPUTS:
+            path = out_dir / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        return
+    previous = out_dir / "summary.json"
+    if not previous.is_file():
+        raise FileExistsError(f"output folder {out_dir} is not empty and holds no evaluation; pass --overwrite "
+                              "to write into it, or choose another folder")
     if not reuse:
         raise FileExistsError(f"{out_dir} already holds an evaluation; pass --overwrite to replace it "
                               "or --reuse to score its cached predictions again")
-    earlier = json.loads(previous.read_text())
+    try:
+        earlier = json.loads(previous.read_text())
+    except (OSError, ValueError):
+        raise EvaluationError(f"{previous}: not a readable summary; use --overwrite") from None
     # A summary written before the guided filter existed was made without it.
     earlier.setdefault("guided_filter", None)
     changed = [key for key in ("benchmark", "mode", "model", "test_scales", "guided_filter")
@@ -140,12 +163,26 @@ class Predictions:
     def path(self, sequence: str, frame: str) -> Path:
         return self.folder / sequence / f"{frame}.png"
 
-    def load(self, sequence: str, frames: list):
-        """The cached maps of ``frames`` (float32 0..1), or None unless all are cached and reuse is on."""
+    def load(self, sequence: str, frames: list, sizes: list):
+        """The cached maps of ``frames`` (float32 0..1), or None unless reuse is on and all are cached,
+        readable 8-bit maps of the (H, W) ``sizes`` (a truncated or resized one is warned of and made again)."""
         paths = [self.path(sequence, frame) for frame in frames]
         if not self.reuse or not all(p.is_file() for p in paths):
             return None
-        return [np.asarray(Image.open(p), dtype=np.float32) / 255 for p in paths]
+        maps = []
+        for path, size in zip(paths, sizes):
+            try:
+                with Image.open(path) as image:
+                    soft = np.asarray(image, dtype=np.float32) / 255 if image.mode == "L" else None
+            except (OSError, ValueError, SyntaxError) as err:
+                logger.warning("cached prediction %s cannot be read (%s): segmenting %s again", path, err, sequence)
+                return None
+            if soft is None or soft.shape != tuple(size):
+                logger.warning("cached prediction %s is not an 8-bit map of %s x %s: segmenting %s again",
+                               path, size[1], size[0], sequence)
+                return None
+            maps.append(soft)
+        return maps
 
     def save(self, sequence: str, frame: str, soft: np.ndarray) -> np.ndarray:
         """Store ``soft`` and return it as stored (8-bit), so fresh and cached scores are equal."""
@@ -161,15 +198,12 @@ def _evaluate_videos(segmenter, sequences, predictions: Predictions, adapt_steps
     for sequence in tqdm(sequences, desc="sequences", unit="seq", disable=not progress):
         indices = sorted(sequence.annotations)
         names = [Path(sequence.frame_name(i)).stem for i in indices]
-        maps = predictions.load(sequence.name, names)
+        truths = [load_ground_truth(sequence, index) for index in indices]
+        maps = predictions.load(sequence.name, names, [truth.shape for truth in truths])
         if maps is None:
             maps = _segment_sequence(segmenter, sequence, indices, adapt_steps, progress)
             maps = [predictions.save(sequence.name, name, soft) for name, soft in zip(names, maps)]
-        for index, soft in zip(indices, maps):
-            truth = load_ground_truth(sequence, index)
-            if soft.shape != truth.shape:
-                raise EvaluationError(f"{sequence.name} frame {index}: prediction {soft.shape} and ground "
-                                      f"truth {truth.shape} differ in size (stale cached predictions?)")
+        for soft, truth in zip(maps, truths):
             scores.add(sequence.name, binarise(soft, threshold), truth)
     return scores.per_sequence(), scores.summary()
 
@@ -199,11 +233,12 @@ def _readable(sequence) -> Video:
 def _evaluate_saliency(segmenter, items, predictions: Predictions, progress):
     scores = SaliencyScores()
     for item in tqdm(items, desc="images", unit="image", disable=not progress):
-        cached = predictions.load("images", [item.name])
+        truth = load_saliency_mask(item)
+        cached = predictions.load("images", [item.name], [truth.shape])
         if cached is None:
             image = read_image(item.image)
             cached = [predictions.save("images", item.name, segment_images(segmenter, [image])[0])]
-        scores.add(cached[0], load_saliency_mask(item), name=item.name)
+        scores.add(cached[0], truth, name=item.name)
     return scores.per_image(), scores.summary()
 
 

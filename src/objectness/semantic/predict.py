@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from ..data.video import DataError, natural_key, read_image
 from ..device import resolve_device
+from ..files import check_output_folder, distinct_names
 from ..visualize import save_image_atomic
 from .data import IMAGE_SUFFIXES
 from .metrics import VOID
@@ -48,22 +49,30 @@ def predict_classes(model, image: np.ndarray, short_edge, device) -> np.ndarray:
     return class_logits(model, batch, size=(height, width))[0].argmax(0).to(torch.uint8).cpu().numpy()
 
 
-def predict(model, meta: dict, inputs: list, out_dir, short_edge, device=None, progress: bool = True) -> list:
+def predict(model, meta: dict, inputs: list, out_dir, short_edge, device=None, progress: bool = True,
+            overwrite: bool = False) -> list:
     """Colour-coded class maps (<stem>_classes.png: palette PNG, pixel value = class index) and overlays
-    (<stem>_overlay.jpg) of image files and folders of images, and legend.png, in ``out_dir``."""
+    (<stem>_overlay.jpg) of image files and folders of images, and legend.png, in ``out_dir``.
+
+    Images of one name from different folders get distinct stems (x, x-2, ...); an ``out_dir``
+    that holds something is refused unless ``overwrite``.
+    """
     device = next(model.parameters()).device if device is None else resolve_device(device)
     out_dir = Path(out_dir)
+    files = _image_files(inputs)
+    check_output_folder(out_dir, overwrite)
     palette = np.asarray(meta["palette"], dtype=np.uint8)
     written = []
-    for path in tqdm(_image_files(inputs), desc="images", unit="image", disable=not progress):
+    stems = distinct_names([path.stem for path in files])
+    for path, stem in tqdm(list(zip(files, stems)), desc="images", unit="image", disable=not progress):
         image = read_image(path)
         classes = predict_classes(model, image, short_edge, device)
         class_map = Image.fromarray(classes, mode="P")
         class_map.putpalette(colourise(np.arange(256), palette).reshape(-1).tolist())
         overlay = Image.fromarray((0.5 * image + 0.5 * colourise(classes, palette)).round().astype(np.uint8))
-        save_image_atomic(class_map, out_dir / f"{path.stem}_classes.png")
-        save_image_atomic(overlay, out_dir / f"{path.stem}_overlay.jpg")
-        written.append(out_dir / f"{path.stem}_classes.png")
+        save_image_atomic(class_map, out_dir / f"{stem}_classes.png")
+        save_image_atomic(overlay, out_dir / f"{stem}_overlay.jpg")
+        written.append(out_dir / f"{stem}_classes.png")
     save_image_atomic(legend(meta["classes"], palette), out_dir / "legend.png")
     return written
 

@@ -28,6 +28,7 @@ from ..data.video import (
     list_frames,
     natural_key,
 )
+from ..files import distinct_names
 from ..inference.forward import frames_to_tensor
 from ..inference.segmenter import Segmenter, all_channels, segment_frames
 from ..training.adapt import adapt
@@ -58,14 +59,8 @@ def collect_inputs(paths, images: bool = False) -> tuple:
         if not found:
             skipped += 1
         inputs += found
-    names = set()
-    for item in inputs:  # two inputs called x would write to one folder
-        name, n = item.name, 1
-        while name in names:
-            n += 1
-            name = f"{item.name}-{n}"
-        names.add(name)
-        item.name = name
+    for item, name in zip(inputs, distinct_names([item.name for item in inputs])):
+        item.name = name  # two inputs called x would write to one folder
     return inputs, skipped
 
 
