@@ -9,6 +9,7 @@ import time
 
 import pytest
 import torch
+from PIL import Image
 
 import objectness.model.checkpoint as checkpoint_module
 from objectness.cli import main
@@ -158,3 +159,30 @@ def test_the_lock_file_is_left_in_a_finished_run_and_a_failed_start_leaves_no_fo
     assert (tmp_path / "run" / LOCK).is_file()
     assert main(_train_args(tiny_overrides, tmp_path / "missing", "data.source=/no/such/folder")) == 2
     assert not (tmp_path / "missing").exists()
+
+
+def test_evaluate_into_a_place_that_cannot_be_a_folder_fails_before_segmenting(tmp_path, capsys, monkeypatch):
+    import objectness.evaluation.evaluate as evaluate_module
+
+    for folder in ("images", "masks"):
+        (tmp_path / "sod" / folder).mkdir(parents=True)
+        Image.new("L", (8, 6)).save(tmp_path / "sod" / folder / "a.png")
+    (tmp_path / "file").write_text("not a folder")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("segmented before the output place was checked")
+
+    monkeypatch.setattr(evaluate_module, "segment_images", refuse)
+    args = ["evaluate", "saliency", "--root", str(tmp_path / "sod"), "--checkpoint", "centre-prior",
+            "--out", str(tmp_path / "file" / "eval")]
+    assert main(args) == 2
+    messages = _messages(capsys.readouterr().err)
+    assert len(messages) == 1 and "a file stands where a folder is needed" in messages[0]
+
+
+def test_an_image_given_as_a_checkpoint_is_named_as_such(tmp_path, capsys):
+    Image.new("RGB", (8, 6)).save(tmp_path / "photo.png")
+    args = ["segment", str(tmp_path / "photo.png"), "--checkpoint", str(tmp_path / "photo.png"),
+            "--out", str(tmp_path / "out")]
+    assert main(args) == 2
+    assert "not a checkpoint" in _messages(capsys.readouterr().err)[0]

@@ -7,6 +7,7 @@ checkpoint, run folder) print one line on stderr and exit with code 2.
 """
 import argparse
 import dataclasses
+import errno
 import logging
 import sys
 from pathlib import Path
@@ -544,6 +545,8 @@ def _output_error(err: OSError) -> str:
     """A file-system error (read-only, missing, full, not a folder) as one line naming the path."""
     path = err.filename or ""
     reason = err.strerror or _one_line(err)
+    if err.errno in (errno.ENOTDIR, errno.EEXIST):
+        reason += " (a file stands where a folder is needed)"
     return f"{path}: {reason}" if path else reason
 
 
@@ -566,11 +569,11 @@ def main(argv=None) -> int:
         print(f"objectness: error: {_one_line(err)}", file=sys.stderr)
         return 1
     except Exception as err:
+        if isinstance(err, OSError) and err.errno is not None:  # the file system's own error
+            print(f"objectness: error: {_output_error(err)}", file=sys.stderr)
+            return 2
         if isinstance(err, _user_errors()):
             print(f"objectness: error: {_one_line(err)}", file=sys.stderr)
-            return 2
-        if isinstance(err, OSError) and err.errno is not None:
-            print(f"objectness: error: {_output_error(err)}", file=sys.stderr)
             return 2
         raise
 

@@ -85,6 +85,7 @@ def evaluate(segmenter, benchmark: str, root, out_dir, mode: str = "per-image", 
                 "threshold": threshold, "split": split, "resolution": resolution,
                 "test_scales": _test_scales(segmenter), "guided_filter": _guided_filter(segmenter)}
     _check_out_dir(out_dir, settings, overwrite=overwrite, reuse=reuse)
+    out_dir.mkdir(parents=True, exist_ok=True)  # a place that cannot be written fails here, not after segmenting
     predictions = Predictions(out_dir / "predictions", reuse)
     if kind == "video":
         sequences = load_video_benchmark(benchmark, root, split=split, resolution=resolution)

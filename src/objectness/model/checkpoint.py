@@ -20,6 +20,7 @@ from ..files import atomic_write
 
 LAST = "last.pt"
 WEIGHTS = "model.safetensors"
+NOT_CHECKPOINTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".mp4", ".avi", ".mov", ".webm", ".mkv")
 
 
 class CheckpointError(RuntimeError):
@@ -118,6 +119,9 @@ def weights_file(path: Path) -> Path:
         raise CheckpointError(f"{path}: no {WEIGHTS} or {LAST} in this folder")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if path.suffix.lower() in NOT_CHECKPOINTS:
+        raise CheckpointError(f"{path}: an image or video, not a checkpoint (a run folder, last.pt or "
+                              "model.safetensors)")
     return path
 
 
