@@ -112,7 +112,8 @@ def merged_bench(main: Path, adapt: Path) -> dict | None:
 
 def training_steps(bench: dict, seconds: float, max_steps: int) -> int:
     """Steps of the gpu-sprint preset that fit in ``seconds`` at bench's step time (10% spare)."""
-    step_s = bench["presets"]["gpu-sprint"]["train"]["step_s"]
+    train = bench["presets"]["gpu-sprint"]["train"]
+    step_s = train[train["precision"]]["step_s"]  # the precision the preset trains in
     return max(1, min(max_steps, math.floor(seconds / (1.1 * step_s))))
 
 
@@ -152,17 +153,23 @@ def key_figures(bench: dict | None, run: Path) -> dict:
     """The numbers the final table shows, from bench.json and the run's metrics."""
     figures = {}
     for preset, entry in (bench or {}).get("presets", {}).items():
-        if "train" in entry:
-            train = entry["train"]
-            figures[f"{preset} step"] = (f"{train['batch_size']} pairs in {train['step_s'] * 1e3:.1f} ms, "
-                                         f"{train['pairs_per_s']:.1f} pairs/s, {_percent(train['peak_fraction'])} of peak")
+        for precision in ("fp32", "bf16"):
+            if precision in entry.get("train", {}):
+                train = entry["train"][precision]
+                figures[f"{preset} step {precision}"] = (
+                    f"{train['batch_size']} pairs in {train['step_s'] * 1e3:.1f} ms, {train['pairs_per_s']:.1f} "
+                    f"pairs/s, {_percent(train['peak_fraction'])} of peak")
+        if "bf16_speedup" in entry.get("train", {}):
+            figures[f"{preset} step bf16 speed-up"] = f"{entry['train']['bf16_speedup']:.2f}x"
         if "loader" in entry:
             figures[f"{preset} loader"] = f"{entry['loader']['pairs_per_s']:.1f} pairs/s"
         if "adapt" in entry:
             figures[f"{preset} adaptation"] = (f"{entry['adapt']['s_per_step'] * 1e3:.1f} ms/step, "
                                                f"{entry['adapt']['s_per_frame'] * 1e3:.1f} ms/frame segmenting")
-        if "384x384" in entry.get("infer", {}):
-            figures[f"{preset} f_A 384x384"] = f"{entry['infer']['384x384']['images_per_s']:.1f} images/s"
+        infer = entry.get("infer", {}).get("384x384", {})
+        for precision in ("fp32", "bf16"):
+            if precision in infer:
+                figures[f"{preset} f_A 384x384 {precision}"] = f"{infer[precision]['images_per_s']:.1f} images/s"
     for peak in (bench or {}).get("peaks", {}).values():
         figures[f"peak {peak['dtype']}"] = f"{peak['flops_per_s'] / 1e12:.1f} TFLOP/s by {peak['best']}"
     metrics = run / "metrics.jsonl"

@@ -34,6 +34,7 @@ TINY = (
     "train.log_every=1",
     "train.panel_every=1000",
     "train.device=cpu",
+    "train.precision=fp32",  # the same on every machine; tests of bf16 ask for it
     "data.test_short_edge=null",
 )
 

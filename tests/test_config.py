@@ -134,3 +134,27 @@ def test_the_command_line_gives_one_line_and_code_2_for_a_value_out_of_range(tmp
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "data.gap" in err and "at least 1" in err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("amp, precision", [(True, "auto"), (False, "fp32")])
+def test_a_saved_config_with_the_old_amp_key_reads_as_a_precision(amp, precision):
+    saved = to_dict(load_config("cpu-small"))
+    del saved["train"]["precision"]
+    saved["train"]["amp"] = amp
+    assert from_dict(saved).train.precision == precision
+
+
+def test_precision_auto_picks_bf16_only_where_the_device_has_it(caplog):
+    import logging
+
+    import torch
+
+    from objectness.device import native_bf16, resolve_precision
+
+    cpu = torch.device("cpu")
+    with caplog.at_level(logging.INFO, logger="objectness.device"):
+        chosen = resolve_precision("auto", cpu)
+    assert chosen == ("bf16" if native_bf16(cpu) else "fp32") and "precision auto" in caplog.text
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    with pytest.raises(ConfigError, match="train.precision"):
+        load_config(None, ["train.precision=fp16"])

@@ -14,8 +14,8 @@ from objectness.model.amd import AMD
 from objectness.model.checkpoint import (
     CheckpointError,
     load_checkpoint,
-    save_checkpoint,
     metadata,
+    save_checkpoint,
     save_weights,
 )
 from objectness.semantic import finetune as finetune_module
@@ -82,7 +82,7 @@ def test_a_few_steps_lower_the_loss(tiny):
     labels = torch.randint(3, (4, 1, 4)).repeat_interleave(8, dim=2).expand(4, 32, 32).contiguous()  # 8-pixel bands
     colours = torch.tensor([[0.9, 0.1, 0.1], [0.1, 0.8, 0.2], [0.2, 0.2, 0.9]])
     images = colours[labels].permute(0, 3, 1, 2)  # (4, 3, 32, 32), colour tells the class
-    losses = [optimisation_step(model, optimizer, images, labels, amp=False)[0].item() for _ in range(15)]
+    losses = [optimisation_step(model, optimizer, images, labels, "fp32")[0].item() for _ in range(15)]
     assert losses[-1] < 0.5 * losses[0]
 
 

@@ -209,3 +209,17 @@ def test_init_refuses_weights_of_another_model(finished_run, tiny_overrides, tmp
     with pytest.raises(CheckpointError, match="model.num_segments"):
         train(cfg, tmp_path / "tuned")
     assert not (tmp_path / "tuned").exists()
+
+
+def test_bf16_training_lowers_the_loss_as_fp32_does(tmp_path, tiny_overrides):
+    """The same pairs, weights and seed in both precisions: bf16 autocast (the loss in fp32) learns alike."""
+    curves = {}
+    for precision in ("fp32", "bf16"):
+        cfg = load_config(None, [*tiny_overrides, "train.steps=80", f"train.precision={precision}"])
+        train(cfg, tmp_path / precision)
+        losses = [r["loss"] for r in read_metrics(tmp_path / precision)]
+        curves[precision] = (sum(losses[:10]) / 10, sum(losses[-10:]) / 10)
+    (fp32_first, fp32_last), (bf16_first, bf16_last) = curves["fp32"], curves["bf16"]
+    assert bf16_last < 0.9 * bf16_first and fp32_last < 0.9 * fp32_first
+    assert abs(bf16_first - fp32_first) < 0.02 * fp32_first  # the same start, to bf16's rounding
+    assert abs(bf16_last - fp32_last) < 0.1 * (fp32_first - fp32_last) + 0.02 * fp32_last

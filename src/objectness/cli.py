@@ -147,6 +147,10 @@ def add_segment_parser(subparsers) -> None:
 
 
 def _add_test_time_arguments(parser) -> None:
+    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"),
+                        help="run the appearance network (and adaptation) under bf16 autocast or in fp32; auto: "
+                             "bf16 where the device computes it natively (a CUDA GPU, a CPU with AVX512-BF16 or AMX), "
+                             "else fp32 (default: the checkpoint's train.precision; auto for the shipped model)")
     parser.add_argument("--scales", type=_positive_float, nargs="+", metavar="S",
                         help="average the objectness maps at these multiples of the test shorter edge, e.g. "
                              "--scales 1 for one scale (default: the checkpoint's data.test_scales)")
@@ -190,7 +194,8 @@ def run_segment(args) -> int:
     from .inference.segmenter import load_segmenter
     from .tools.segment_files import segment_inputs
 
-    segmenter = load_segmenter(args.checkpoint, args.channel, args.device, args.scales, args.guided_radius)
+    segmenter = load_segmenter(args.checkpoint, args.channel, args.device, args.scales, args.guided_radius,
+                               args.precision)
     summary = segment_inputs(segmenter, args.inputs, args.out, threshold=args.threshold, adapt_steps=args.adapt,
                              images=args.images, overwrite=args.overwrite)
     print(f"segmented {len(summary['outputs'])} input(s): results in {args.out}")
@@ -327,7 +332,7 @@ def run_evaluate(args) -> int:
         raise ConfigError("evaluate: give --root (or, for a saliency set, --images and --masks)")
     checkpoint = args.checkpoint if args.checkpoint is not None else default_checkpoint()
     segmenter = load_segmenter(checkpoint, channel=args.channel, device=args.device, scales=args.scales,
-                               guided_radius=args.guided_radius)
+                               guided_radius=args.guided_radius, precision=args.precision)
     summary = evaluate(segmenter, args.benchmark, args.root, args.out, mode=args.mode, adapt_steps=args.adapt,
                        split=args.split, resolution=args.resolution, images=args.images, masks=args.masks,
                        threshold=args.threshold, reuse=args.reuse, overwrite=args.overwrite,
@@ -338,19 +343,20 @@ def run_evaluate(args) -> int:
 
 
 def add_bench_parser(subparsers) -> None:
-    from .tools.bench import DEFAULT_PRESETS, SECTIONS
+    from .tools.bench import DEFAULT_PRESETS, PRECISIONS, SECTIONS
 
     parser = subparsers.add_parser(
         "bench",
         help="measure training, inference and adaptation speed on this machine",
         description=(
             "Measure how fast AMD runs on this device with random weights and inputs: a training step "
-            "(forward, backward, Adam; bf16 autocast on CUDA when train.amp), appearance-network inference "
-            "at 384 x 384 and at a 480p frame, test-time adaptation on a synthetic 480p video and segmenting "
-            "its frames, and with --data the training loader's pairs/s. Reports medians after warm-up, peak "
-            "memory, FLOPs and the fraction of the peak measured in the same run (the best of several matmul "
-            "shapes and convolutions in the run's dtype); prints a "
-            "table and writes it as JSON to --out. Set OMP_NUM_THREADS to choose the CPU threads."
+            "(forward, backward, Adam) and appearance-network inference at 384 x 384 and at a 480p frame, each "
+            "in fp32 and in bf16 autocast with their ratio, test-time adaptation on a synthetic 480p video and "
+            "segmenting its frames in the preset's precision, and with --data the training loader's pairs/s. "
+            "Reports medians after warm-up, peak memory, FLOPs and the fraction of the peak measured in the same "
+            "run (the best of several matmuls and convolutions and of the models' own convolutions, each timed "
+            "alone, in the measurement's dtype); prints a table and writes it as JSON to --out. --compare prints "
+            "two runs side by side. Set OMP_NUM_THREADS to choose the CPU threads."
         ),
         epilog="example: objectness bench --config cpu-small --only train infer --out bench.json",
     )
@@ -377,24 +383,39 @@ def add_bench_parser(subparsers) -> None:
     parser.add_argument("--profile", action="store_true",
                         help="also profile two training steps per preset: top ops, a timed breakdown of the step, "
                              "and a chrome trace <out stem>.<preset>.trace.json beside --out")
+    parser.add_argument("--precision", dest="precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS),
+                        metavar="P", help="measure training and inference in these: fp32, bf16 (default: both)")
     parser.add_argument("--out", type=Path, metavar="JSON", help="write the results to this JSON file")
     parser.add_argument("--overwrite", action="store_true", help="replace --out (and the traces) if they exist")
+    parser.add_argument("--compare", nargs="+", type=Path, metavar="JSON",
+                        help="one file: measure, then print this run beside it; two files: print them side by side "
+                             "and measure nothing")
     parser.set_defaults(run=run_bench)
 
 
 def run_bench(args) -> int:
+    from .config import ConfigError
     from .tools.bench import (
         BenchOptions,
         benchmark,
         check_out,
+        format_comparison,
         format_report,
         load_configs,
+        read_report,
         write_report,
     )
 
+    compare = [read_report(path) for path in args.compare or []]
+    if len(compare) > 2:
+        raise ConfigError("bench: --compare takes one file (to compare a new run with) or two")
+    if len(compare) == 2:
+        print(format_comparison(*compare, names=[str(path) for path in args.compare]))
+        return 0
     options = BenchOptions(sections=tuple(args.only), repeats=args.repeats, warmup=args.warmup,
                            adapt_steps=args.adapt_steps, video_frames=args.frames, infer_batch=args.batch,
-                           matmul_size=args.matmul_size, data=args.data, profile=args.out if args.profile else None)
+                           matmul_size=args.matmul_size, data=args.data, profile=args.out if args.profile else None,
+                           precisions=tuple(dict.fromkeys(args.precisions)))
     check_out(args.out, args.presets, args.profile, args.overwrite)
     configs = load_configs(args.presets, args.overrides)
     result = benchmark(configs, args.device, options)
@@ -402,6 +423,9 @@ def run_bench(args) -> int:
     if args.out is not None:
         write_report(result, args.out, overwrite=args.overwrite)
         print(f"results in {args.out}")
+    if compare:
+        print()
+        print(format_comparison(compare[0], result, names=[str(args.compare[0]), "this run"]))
     return 0
 
 

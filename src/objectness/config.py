@@ -186,7 +186,10 @@ class TrainConfig:
     weight_decay: float = 1e-6
     poly_power: float = 0.9
     grad_clip: float = 0.0  # max gradient norm; 0 = off
-    amp: bool = True  # bf16 autocast on CUDA; CPU always runs fp32
+    # bf16 autocast (the loss and its reductions in fp32), fp32, or auto: bf16 where the device computes
+    # it natively (CUDA with bf16; a CPU with AVX512-BF16 or AMX), else fp32 (device.py). Saved configs
+    # of before it hold train.amp instead: true reads as auto, false as fp32.
+    precision: str = "auto"
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
     checkpoint_every: int = 5000
@@ -224,6 +227,7 @@ def from_dict(data: dict, cls=Config, prefix: str = ""):
         raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {data!r}")
     hints = get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
+    data = _legacy_keys(data, names, prefix)
     kwargs = {}
     for key, value in data.items():
         path = f"{prefix}{key}"
@@ -231,6 +235,19 @@ def from_dict(data: dict, cls=Config, prefix: str = ""):
             raise ConfigError(f"unknown config key '{path}' (known: {', '.join(sorted(names))})")
         kwargs[key] = _coerce(value, hints[key], path)
     return cls(**kwargs)
+
+
+def _legacy_keys(data: dict, names: set, prefix: str) -> dict:
+    """Keys of earlier versions, as what replaced them: ``train.amp`` (bf16 autocast on CUDA) is
+    ``train.precision`` auto (true) or fp32 (false)."""
+    if "amp" in data and "amp" not in names and "precision" in names:
+        amp = data["amp"]
+        if not isinstance(amp, bool):
+            raise ConfigError(f"config key '{prefix}amp' expects true or false, got {amp!r} "
+                              f"(it is {prefix}precision now: auto, bf16 or fp32)")
+        data = {key: value for key, value in data.items() if key != "amp"}
+        data.setdefault("precision", "auto" if amp else "fp32")
+    return data
 
 
 def _coerce(value, hint, path: str):
@@ -375,7 +392,7 @@ class SemanticTrainConfig:
     poly_power: float = 0.9
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    amp: bool = True  # bf16 autocast on CUDA; CPU always runs fp32
+    precision: str = "auto"  # bf16, fp32 or auto, as TrainConfig.precision
     seed: int = 0
     device: str = "auto"
     checkpoint_every: int = 2000
@@ -557,6 +574,7 @@ def _check_schedule(t) -> None:
     _non_negative("train.min_lr", t.min_lr)
     _non_negative("train.poly_power", t.poly_power)
     _non_negative("train.weight_decay", t.weight_decay)
+    _one_of("train.precision", t.precision, ("auto", "bf16", "fp32"))
     _in_range("train.seed", t.seed, 0, 2**32 - 1)
     for key in ("checkpoint_every", "log_every", "panel_every"):
         _at_least(f"train.{key}", getattr(t, key), 1)

@@ -83,7 +83,8 @@ def evaluate(segmenter, benchmark: str, root, out_dir, mode: str = "per-image", 
     out_dir = Path(out_dir)
     settings = {"benchmark": benchmark, "root": str(root), "mode": mode, "model": model_name,
                 "threshold": threshold, "split": split, "resolution": resolution,
-                "test_scales": _test_scales(segmenter), "guided_filter": _guided_filter(segmenter)}
+                "test_scales": _test_scales(segmenter), "guided_filter": _guided_filter(segmenter),
+                "precision": _precision(segmenter)}
     _check_out_dir(out_dir, settings, overwrite=overwrite, reuse=reuse)
     out_dir.mkdir(parents=True, exist_ok=True)  # a place that cannot be written fails here, not after segmenting
     predictions = Predictions(out_dir / "predictions", reuse)
@@ -111,6 +112,13 @@ def _test_scales(segmenter):
     if segmenter is None or segmenter.is_centre_prior:
         return None
     return list(segmenter.scales)
+
+
+def _precision(segmenter):
+    """What f_A computed in (None for the centre prior)."""
+    if segmenter is None or segmenter.is_centre_prior:
+        return None
+    return segmenter.precision
 
 
 def _guided_filter(segmenter):
@@ -148,7 +156,8 @@ def _check_out_dir(out_dir: Path, settings: dict, overwrite: bool, reuse: bool) 
         raise EvaluationError(f"{previous}: not a readable summary; use --overwrite") from None
     # A summary written before the guided filter existed was made without it.
     earlier.setdefault("guided_filter", None)
-    changed = [key for key in ("benchmark", "mode", "model", "test_scales", "guided_filter")
+    earlier.setdefault("precision", None if earlier.get("test_scales") is None else "fp32")  # before bf16: fp32
+    changed = [key for key in ("benchmark", "mode", "model", "test_scales", "guided_filter", "precision")
                if key in earlier and earlier[key] != settings[key]]
     if changed:
         raise EvaluationError(f"{out_dir}: its cached predictions were made with another "

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from ..config import Config, check_guided_filter, check_test_scales
 from ..data.video import FrameError, Video, as_rgb_array, as_video
-from ..device import resolve_device
+from ..device import autocast, resolve_device, resolve_precision
 from ..model.checkpoint import CheckpointError, load_model
 from .centre_prior import centre_prior
 from .forward import frames_to_tensor, mean_objectness
@@ -54,6 +54,7 @@ class Segmenter:
     scales: tuple = (1.0,)  # the objectness map is the mean over these multiples of short_edge
     guided_radius: float = 0.0  # inference/refine.py: guided filter radius, a fraction of the shorter edge; 0 = off
     guided_eps: float = 0.001
+    precision: str = "fp32"  # bf16 or fp32: f_A under bf16 autocast, or not (and adaptation likewise)
     adaptation_noted: bool = field(default=False, repr=False)  # the baseline said once it cannot adapt
 
     @property
@@ -74,7 +75,7 @@ def default_checkpoint() -> Path:
 
 
 def load_segmenter(checkpoint=None, channel: Optional[int] = None, device="auto", scales=None,
-                   guided_radius: Optional[float] = None) -> Segmenter:
+                   guided_radius: Optional[float] = None, precision: Optional[str] = None) -> Segmenter:
     """A segmenter from a run folder, last.pt or .safetensors file, or ``"centre-prior"``;
     None is the model shipped with the package (MODEL_CARD.md).
 
@@ -83,7 +84,9 @@ def load_segmenter(checkpoint=None, channel: Optional[int] = None, device="auto"
     cpu, cuda, cuda:1, ... scales: multiples of the test shorter edge whose maps
     are averaged (default: the checkpoint's ``data.test_scales``). guided_radius:
     the guided filter's radius as a fraction of the shorter edge, 0 = off (default:
-    the checkpoint's ``data.test_guided_radius``).
+    the checkpoint's ``data.test_guided_radius``). precision: bf16, fp32, or auto
+    (bf16 where the device computes it natively; device.py); default: the checkpoint's
+    ``train.precision``.
     """
     device = resolve_device(device)
     if checkpoint is None:
@@ -91,6 +94,7 @@ def load_segmenter(checkpoint=None, channel: Optional[int] = None, device="auto"
     if str(checkpoint) == CENTRE_PRIOR:
         return Segmenter(None, None, None, device)
     model, cfg, meta = load_model(checkpoint, map_location=device)
+    precision = resolve_precision(precision or cfg.train.precision, device)
     if channel is None:
         channel = meta.get("objectness_channel")
     if channel is None:
@@ -103,7 +107,7 @@ def load_segmenter(checkpoint=None, channel: Optional[int] = None, device="auto"
     scales = check_test_scales(cfg.data.test_scales if scales is None else scales)
     radius, eps = check_guided_filter(cfg.data.test_guided_radius if guided_radius is None else guided_radius,
                                       cfg.data.test_guided_eps)
-    return Segmenter(model, cfg, channel, device, inference_short_edge(cfg), scales, radius, eps)
+    return Segmenter(model, cfg, channel, device, inference_short_edge(cfg), scales, radius, eps, precision)
 
 
 def _to_inference_size(images: list, segmenter: Segmenter, size=None) -> torch.Tensor:
@@ -124,7 +128,8 @@ def _objectness(segmenter: Segmenter, images: list) -> list:
         return [centre_prior(height, width) for _ in images]
     batch = frames_to_tensor(np.stack(images)).to(segmenter.device)  # (B, 3, H, W)
     sizes = [inference_size(height, width, edge) for edge in scaled_short_edges(segmenter.short_edge, segmenter.scales)]
-    maps = mean_objectness(segmenter.model.appearance.eval(), batch, segmenter.channel, sizes, (height, width))
+    with autocast(segmenter.device, segmenter.precision):
+        maps = mean_objectness(segmenter.model.appearance.eval(), batch, segmenter.channel, sizes, (height, width))
     return [refine_objectness(image, soft, segmenter.guided_radius, segmenter.guided_eps)
             for image, soft in zip(images, maps.clamp(0, 1).cpu().numpy())]
 
@@ -196,10 +201,12 @@ def all_channels(segmenter: Segmenter, frame1, frame2=None) -> tuple:
     model = segmenter.model.eval()
     image1 = _to_inference_size([frame1], segmenter)  # (1, 3, h, w)
     if frame2 is None:
-        masks, flow = model.appearance(image1), None  # (1, c, h/8, w/8)
+        with autocast(segmenter.device, segmenter.precision):
+            masks, flow = model.appearance(image1), None  # (1, c, h/8, w/8)
     else:
         image2 = _to_inference_size([as_rgb_array(frame2)], segmenter, size=image1.shape[-2:])
-        out = model(image1, image2)
+        with autocast(segmenter.device, segmenter.precision):
+            out = model(image1, image2)
         masks, flow = out.masks1, out.flows12[0]  # (1, 2, h, w) in test-size pixels
         scale = torch.tensor([width / flow.shape[-1], height / flow.shape[-2]], device=flow.device)
         flow = F.interpolate(flow, size=(height, width), mode="bilinear", align_corners=False)[0] * scale[:, None, None]

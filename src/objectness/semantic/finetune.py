@@ -29,7 +29,7 @@ from ..config import (
     to_dict,
     validate,
 )
-from ..device import resolve_device
+from ..device import autocast, resolve_device, resolve_precision
 from ..model.checkpoint import (
     LAST,
     WEIGHTS,
@@ -70,8 +70,8 @@ def training_step(model, images: torch.Tensor, labels: torch.Tensor) -> tuple:
     return F.cross_entropy(logits, labels, ignore_index=VOID), logits
 
 
-def optimisation_step(model, optimizer, images, labels, amp: bool) -> tuple:
-    with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp):
+def optimisation_step(model, optimizer, images, labels, precision: str) -> tuple:
+    with autocast(images.device, precision):
         loss, logits = training_step(model, images, labels)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -150,7 +150,7 @@ def finetune(cfg: FinetuneConfig, run_dir, resume: bool = False, overwrite: bool
             restore_rng(resumed, cfg.train.seed)
             log.info("resuming %s at step %d", run_dir, start_step)
         loader = crop_loader(train_set, cfg, start_step, device)
-        amp = cfg.train.amp and device.type == "cuda"
+        precision = resolve_precision(cfg.train.precision, device)
         meter = Meter(run_dir, cfg.train.steps, start_step, device, progress)
 
         model.train()
@@ -159,7 +159,7 @@ def finetune(cfg: FinetuneConfig, run_dir, resume: bool = False, overwrite: bool
                 images = batch["image"].to(device, non_blocking=True)  # (B, 3, H, W)
                 labels = batch["label"].to(device, non_blocking=True)  # (B, H, W)
                 lr = optimizer.param_groups[0]["lr"]
-                loss, logits = optimisation_step(model, optimizer, images, labels, amp)
+                loss, logits = optimisation_step(model, optimizer, images, labels, precision)
                 scheduler.step()
 
                 done = step + 1

@@ -1,11 +1,13 @@
-"""``objectness bench``: how fast AMD trains, segments and adapts on this machine (issue 4).
+"""``objectness bench``: how fast AMD trains, segments and adapts on this machine.
 
 Random weights and random inputs. Every time is a median over repeated calls
-after warm-up, with the device synchronised around each call; FLOPs come from
-torch.utils.flop_counter and are set against the peak measured in the same
-run, in the dtype of the measurement (float32 on CPU, bfloat16 on CUDA under
-autocast): the best rate of several matmuls and convolutions (peak_kernels),
-so that no kernel of the model outruns it.
+after warm-up, with the device synchronised around each call. Training and f_A
+are measured in fp32 and in bf16 autocast, side by side in one run, with their
+ratio. FLOPs come from torch.utils.flop_counter and are set against the peak
+measured in the same run, in the dtype of the measurement: the best rate of
+several matmuls and convolutions and of every convolution the benched models
+run, each timed alone (peak_kernels, model_kernels), so that no kernel of ours
+outruns it.
 
     configs = load_configs(["cpu-small"], ["train.batch_size=4"])
     result = benchmark(configs, "cpu", BenchOptions(sections=("train",)))
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
+import json
 import os
 import platform
 import statistics
@@ -26,6 +30,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
@@ -42,7 +47,7 @@ from ..config import (
 from ..data.device_frames import DeviceFrames, DevicePairLoader
 from ..data.pairs import build_pair_dataset
 from ..data.synthetic import panning_video
-from ..device import resolve_device
+from ..device import autocast, resolve_device, resolve_precision
 from ..files import write_json
 from ..inference.segmenter import BATCH_SIZE, Segmenter, segment_video
 from ..inference.sizing import inference_short_edge, inference_size
@@ -52,6 +57,7 @@ from ..training.step import make_optimizer, optimisation_step, training_step
 from ..training.train import pair_loader
 
 SECTIONS = ("train", "infer", "adapt", "loader")
+PRECISIONS = ("fp32", "bf16")
 DEFAULT_PRESETS = ("paper", "cpu-small")
 FRAME_480P = (480, 854)  # (H, W) of a DAVIS 480p frame
 PAPER_ADAPT_STEPS = 100  # test-time adaptation steps per video in the paper
@@ -70,11 +76,14 @@ class BenchOptions:
     matmul_size: Optional[int] = None  # side of the peak's largest square matmul; None: 2048 on CPU, 8192 on CUDA
     data: Optional[str] = None  # data.source of the loader section; None skips it
     profile: Optional[Path] = None  # profile training too; chrome traces beside this path (see trace_path)
+    precisions: tuple = PRECISIONS  # training and f_A measured in each
 
     def __post_init__(self):
         unknown = set(self.sections) - set(SECTIONS)
         if unknown:
             raise ConfigError(f"bench: unknown section(s) {', '.join(sorted(unknown))} (sections: {', '.join(SECTIONS)})")
+        if not self.precisions or set(self.precisions) - set(PRECISIONS):
+            raise ConfigError(f"bench: precisions must be among {', '.join(PRECISIONS)}, got {list(self.precisions)}")
         minimum = {"repeats": 1, "warmup": 0, "adapt_steps": 1, "video_frames": 2, "infer_batch": 1, "matmul_size": 1}
         for name, least in minimum.items():
             value = getattr(self, name)
@@ -166,12 +175,42 @@ def _conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.conv2d(x, weight, padding=weight.shape[-1] // 2)
 
 
-def measure_peak(device: torch.device, dtype: torch.dtype, size: int, repeats: int = 3, warmup: int = 1) -> dict:
-    """The best FLOP/s of peak_kernels in ``dtype``: each kernel's FLOPs counted as the model's
-    are (FlopCounterMode), its fastest of ``repeats`` timed calls after ``warmup``."""
+def model_kernels(model: torch.nn.Module, *inputs) -> dict:
+    """Every distinct convolution ``model(*inputs)`` runs, as peak_kernels gives kernels: name ->
+    (operation, shapes). Timed alone, the model's own layers bound what the model can reach
+    (oneDNN runs some shapes faster than any generic kernel: f_A measured 112% of them on an
+    AVX-512 CPU)."""
+    found = {}
+
+    def record(module, args, output):
+        x = args[0]
+        key = (tuple(x.shape), tuple(module.weight.shape), module.stride, module.padding, module.dilation,
+               module.groups)
+        if key not in found:
+            found[key] = (functools.partial(F.conv2d, stride=module.stride, padding=module.padding,
+                                            dilation=module.dilation, groups=module.groups),
+                          [tuple(x.shape), tuple(module.weight.shape)])
+
+    hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            model(*inputs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return {f"{type(model).__name__} conv {k[1][1] * k[5]}->{k[1][0]} {k[1][2]}x{k[1][3]} stride {k[2][0]} "
+            f"dilation {k[4][0]} at {'x'.join(map(str, k[0]))}": value for k, value in found.items()}
+
+
+def measure_peak(device: torch.device, dtype: torch.dtype, size: int, repeats: int = 3, warmup: int = 1,
+                 extra_kernels: Optional[dict] = None) -> dict:
+    """The best FLOP/s of peak_kernels and ``extra_kernels`` (the benched models' own convolutions,
+    model_kernels) in ``dtype``: each kernel's FLOPs counted as the model's are (FlopCounterMode),
+    its fastest of ``repeats`` timed calls after ``warmup``."""
     calls = 10 if device.type == "cuda" else 1  # a CUDA kernel is too short to time alone
     kernels = {}
-    for name, (operation, shapes) in peak_kernels(size).items():
+    extra_kernels = extra_kernels or {}
+    for name, (operation, shapes) in {**peak_kernels(size), **extra_kernels}.items():
         inputs = [torch.randn(shape, device=device, dtype=dtype) for shape in shapes]
         flops = count_flops(lambda: operation(*inputs))  # also the first warm-up call
 
@@ -183,15 +222,16 @@ def measure_peak(device: torch.device, dtype: torch.dtype, size: int, repeats: i
         kernels[name] = {"flops": flops, "seconds": seconds, "flops_per_s": flops / seconds}
         del inputs
     best = max(kernels, key=lambda name: kernels[name]["flops_per_s"])
+    own = f" ({len(extra_kernels)} of them the benched models' own layers)" if extra_kernels else ""
     return {"dtype": str(dtype).removeprefix("torch."), "size": size, "flops_per_s": kernels[best]["flops_per_s"],
             "best": best, "kernels": kernels,
-            "method": f"best of {len(kernels)} matmuls and convolutions in {str(dtype).removeprefix('torch.')}, "
-                      f"each the fastest of {repeats} timed calls"}
+            "method": f"best of {len(kernels)} matmuls and convolutions{own} in {str(dtype).removeprefix('torch.')}, "
+                      f"each timed alone, the fastest of {repeats} calls"}
 
 
-def run_dtype(cfg: Config, device: torch.device, bf16: bool = False) -> torch.dtype:
-    """The dtype a measurement of ``cfg`` computes in: bf16 under autocast, else float32."""
-    return torch.bfloat16 if bf16 or uses_amp(cfg, device) else torch.float32
+def run_dtype(precision: str) -> torch.dtype:
+    """The dtype a measurement computes in: bf16 under autocast, else float32."""
+    return torch.bfloat16 if precision == "bf16" else torch.float32
 
 
 def achieved(flops: int, seconds: float, peak: Optional[dict]) -> dict:
@@ -212,60 +252,75 @@ def build_model(cfg: Config, device: torch.device) -> AMD:
     return AMD(cfg.model).to(device)
 
 
-def uses_amp(cfg: Config, device: torch.device) -> bool:
-    return cfg.train.amp and device.type == "cuda"
+def preset_precision(cfg: Config, device: torch.device) -> str:
+    """The precision ``cfg`` trains and segments in on ``device`` (train.precision, auto resolved)."""
+    return resolve_precision(cfg.train.precision, device, quiet=True)
 
 
-def train_step_fn(model: AMD, cfg: Config, device: torch.device):
+def train_step_fn(model: AMD, cfg: Config, device: torch.device, precision: str):
     """One step as train.train runs it, on a fixed batch of random pairs (B, 2, 3, H, W) and, for an
-    objective that reads classical flow, random flows (B, 2, 2, H, W). Returns (step, optimizer, frames, flows)."""
+    objective that reads classical flow, random flows (B, 2, 2, H, W), in ``precision``.
+    Returns (step, optimizer, frames, flows)."""
     optimizer, _ = make_optimizer(model, cfg.train)
     frames = torch.rand(cfg.train.batch_size, 2, 3, *cfg.data.crop_size, device=device)
     flows = None
     if cfg.loss.uses_classical_flow:
         flows = 3 * torch.randn(cfg.train.batch_size, 2, 2, *cfg.data.crop_size, device=device)
-    amp = uses_amp(cfg, device)
-
     def step():
-        return optimisation_step(model, optimizer, frames, cfg, amp, flows)[0]
+        return optimisation_step(model, optimizer, frames, cfg, precision, flows)[0]
 
     return step, optimizer, frames, flows
 
 
 def bench_train(cfg: Config, device: torch.device, options: BenchOptions, peaks: dict) -> dict:
-    step = train_step_fn(build_model(cfg, device).train(), cfg, device)[0]
-    reset_peak_memory(device)
-    flops = count_flops(step)  # also the first warm-up step
-    seconds = median_seconds(step, device, options.repeats, max(options.warmup - 1, 0))
-    return {"batch_size": cfg.train.batch_size, "crop_size": list(cfg.data.crop_size), "step_s": seconds,
-            "pairs_per_s": cfg.train.batch_size / seconds, "flops_per_step": flops,
-            **achieved(flops, seconds, peak_of(peaks, run_dtype(cfg, device))), "peak_memory_bytes": peak_memory(device)}
+    """A training step in each precision, from the same weights and batch; their ratio."""
+    result = {"precision": preset_precision(cfg, device)}
+    for precision in options.precisions:
+        step = train_step_fn(build_model(cfg, device).train(), cfg, device, precision)[0]
+        reset_peak_memory(device)
+        flops = count_flops(step)  # also the first warm-up step
+        seconds = median_seconds(step, device, options.repeats, max(options.warmup - 1, 0))
+        result[precision] = {"batch_size": cfg.train.batch_size, "crop_size": list(cfg.data.crop_size),
+                             "step_s": seconds, "pairs_per_s": cfg.train.batch_size / seconds, "flops_per_step": flops,
+                             **achieved(flops, seconds, peak_of(peaks, run_dtype(precision))),
+                             "peak_memory_bytes": peak_memory(device)}
+    return _with_speedup(result, "step_s")
+
+
+def _with_speedup(result: dict, key: str) -> dict:
+    """``bf16_speedup``: fp32's time over bf16's, where both were measured."""
+    if "fp32" in result and "bf16" in result:
+        result["bf16_speedup"] = result["fp32"][key] / result["bf16"][key]
+    return result
+
+
+def infer_batch(options: BenchOptions, device: torch.device) -> int:
+    return options.infer_batch or (BATCH_SIZE if device.type == "cuda" else 1)
 
 
 def bench_infer(cfg: Config, device: torch.device, options: BenchOptions, peaks: dict) -> dict:
     """f_A alone, eval, no grad: at 384 x 384, and at a 480p frame resized as ``objectness segment`` does."""
     appearance = build_model(cfg, device).appearance.eval()
-    batch = options.infer_batch or (BATCH_SIZE if device.type == "cuda" else 1)
-    amp = uses_amp(cfg, device)
-    sizes = {"384x384": ((384, 384), amp), "480p": (inference_size(*FRAME_480P, inference_short_edge(cfg)), amp)}
-    if device.type == "cpu":  # bf16 autocast on a CPU (AMX / AVX-512 BF16 where present), for comparison
-        sizes["384x384 bf16"] = ((384, 384), True)
+    batch = infer_batch(options, device)
+    sizes = {"384x384": (384, 384), "480p": inference_size(*FRAME_480P, inference_short_edge(cfg))}
     results = {}
-    for name, (size, bf16) in sizes.items():
+    for name, size in sizes.items():
         images = torch.rand(batch, 3, *size, device=device)
+        results[name] = {"precision": preset_precision(cfg, device)}
+        for precision in options.precisions:
+            @torch.no_grad()
+            def forward():
+                with autocast(device, precision):
+                    return appearance(images)
 
-        @torch.no_grad()
-        def forward():
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                return appearance(images)
-
-        reset_peak_memory(device)
-        flops = count_flops(forward) // batch  # also the first warm-up call
-        seconds = median_seconds(forward, device, options.repeats, max(options.warmup - 1, 0)) / batch
-        results[name] = {"input_size": list(size), "batch": batch, "bf16": bf16, "s_per_image": seconds,
-                         "images_per_s": 1 / seconds,
-                         "flops_per_image": flops, **achieved(flops, seconds, peak_of(peaks, run_dtype(cfg, device, bf16))),
-                         "peak_memory_bytes": peak_memory(device)}
+            reset_peak_memory(device)
+            flops = count_flops(forward) // batch  # also the first warm-up call
+            seconds = median_seconds(forward, device, options.repeats, max(options.warmup - 1, 0)) / batch
+            results[name][precision] = {
+                "input_size": list(size), "batch": batch, "s_per_image": seconds, "images_per_s": 1 / seconds,
+                "flops_per_image": flops, **achieved(flops, seconds, peak_of(peaks, run_dtype(precision))),
+                "peak_memory_bytes": peak_memory(device)}
+        _with_speedup(results[name], "s_per_image")
     results["480p"]["frame_size"] = list(FRAME_480P)
     return results
 
@@ -275,9 +330,10 @@ def bench_adapt(cfg: Config, device: torch.device, options: BenchOptions, peaks:
     steps = options.adapt_steps or (PAPER_ADAPT_STEPS if device.type == "cuda" else 2)
     video = panning_video(options.video_frames, FRAME_480P)
     # Segmenting at every test scale, with the guided filter where the preset has one, as segment does.
+    precision = preset_precision(cfg, device)
     segmenter = Segmenter(build_model(cfg, device).eval(), cfg, 0, device, inference_short_edge(cfg),
                           check_test_scales(cfg.data.test_scales),
-                          *check_guided_filter(cfg.data.test_guided_radius, cfg.data.test_guided_eps))
+                          *check_guided_filter(cfg.data.test_guided_radius, cfg.data.test_guided_eps), precision)
     if options.warmup:
         adapt(segmenter, video, options.warmup, progress=False)
     reset_peak_memory(device)
@@ -289,7 +345,8 @@ def bench_adapt(cfg: Config, device: torch.device, options: BenchOptions, peaks:
     start = time.perf_counter()
     segment_video(adapted, video, progress=False)
     segment_s = time.perf_counter() - start
-    return {"frame_size": list(FRAME_480P), "frames": len(video), "steps_measured": steps, "s_per_step": per_step,
+    return {"frame_size": list(FRAME_480P), "frames": len(video), "precision": precision,
+            "steps_measured": steps, "s_per_step": per_step,
             f"s_for_{PAPER_ADAPT_STEPS}_steps": per_step * PAPER_ADAPT_STEPS,
             "projected": steps < PAPER_ADAPT_STEPS, "segment_s": segment_s, "s_per_frame": segment_s / len(video),
             "peak_memory_bytes": memory}
@@ -329,7 +386,7 @@ def profile_training(cfg: Config, device: torch.device, options: BenchOptions, t
     timed with synchronised timers: f_A forward, f_M forward, the rest of the forward, loss,
     backward, optimizer."""
     model = build_model(cfg, device).train()
-    step = train_step_fn(model, cfg, device)[0]
+    step = train_step_fn(model, cfg, device, preset_precision(cfg, device))[0]
     step()
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
@@ -368,13 +425,13 @@ def step_breakdown(model: AMD, cfg: Config, device: torch.device, steps: int) ->
         model.motion.register_forward_hook(lambda *_: mark("motion_end")),
         model.register_forward_hook(lambda *_: mark("model_end")),
     ]
-    step, optimizer, frames, flows = train_step_fn(model, cfg, device)
-    amp = uses_amp(cfg, device)
+    precision = preset_precision(cfg, device)
+    step, optimizer, frames, flows = train_step_fn(model, cfg, device, precision)
     parts = defaultdict(list)
     try:
         for _ in range(steps):
             mark("start")
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            with autocast(device, precision):
                 loss, _, _ = training_step(model, frames, cfg.loss, flows)
             mark("loss_end")
             optimizer.zero_grad(set_to_none=True)
@@ -401,6 +458,21 @@ def step_breakdown(model: AMD, cfg: Config, device: torch.device, steps: int) ->
         for hook in hooks:
             hook.remove()
     return {name: statistics.median(times) for name, times in parts.items()}
+
+
+def benched_kernels(cfg: Config, device: torch.device, sections, batch: int = 1) -> dict:
+    """The convolutions of what the train and infer sections run: AMD on a training batch, f_A at
+    384 x 384 and at a 480p frame's test size."""
+    model = build_model(cfg, device).eval()
+    kernels = {}
+    if "train" in sections:
+        frames = torch.rand(cfg.train.batch_size, 3, *cfg.data.crop_size, device=device)
+        kernels.update(model_kernels(model, frames, frames) if cfg.loss.view_synthesis_weight
+                       else model_kernels(model.appearance, torch.cat([frames, frames])))
+    if "infer" in sections:
+        for size in ((384, 384), inference_size(*FRAME_480P, inference_short_edge(cfg))):
+            kernels.update(model_kernels(model.appearance, torch.rand(batch, 3, *size, device=device)))
+    return kernels
 
 
 # ---------------------------------------------------------------- the run
@@ -467,16 +539,19 @@ def benchmark(configs: dict, device="auto", options: Optional[BenchOptions] = No
     tasks = [(name, section) for name in configs for section in sections]
     if options.profile is not None:
         tasks += [(name, "profile") for name in configs]
-    dtypes = sorted({run_dtype(cfg, device, bf16) for cfg in configs.values() for s in sections if s in ("train", "infer")
-                     for bf16 in ((False, True) if s == "infer" and device.type == "cpu" else (False,))}, key=str)
+    measures = any(s in ("train", "infer") for s in sections)
+    dtypes = sorted({run_dtype(precision) for precision in options.precisions} if measures else set(), key=str)
     result = {"environment": environment(device, options), "peaks": {},
-              "presets": {name: {"precision": "bfloat16 autocast" if uses_amp(cfg, device) else "float32",
-                                 "config": to_dict(cfg)} for name, cfg in configs.items()}}
+              "presets": {name: {"precision": preset_precision(cfg, device), "config": to_dict(cfg)}
+                          for name, cfg in configs.items()}}
     with tqdm(total=len(tasks) + len(dtypes), desc="bench", unit="section", disable=not progress) as bar:
+        own = {}
+        for cfg in configs.values() if dtypes else ():  # the convolutions the measured networks run
+            own.update(benched_kernels(cfg, device, sections, infer_batch(options, device)))
         for dtype in dtypes:
             bar.set_postfix_str(f"peak {dtype}")
             size = options.matmul_size or (8192 if device.type == "cuda" else 2048)
-            peak = measure_peak(device, dtype, size, options.repeats, options.warmup)
+            peak = measure_peak(device, dtype, size, options.repeats, options.warmup, own)
             result["peaks"][peak["dtype"]] = peak
             bar.update()
         for name, section in tasks:
@@ -516,38 +591,106 @@ def format_report(result: dict) -> str:
 
 
 def _rows(entry: dict) -> list:
-    precision = "bf16" if entry["precision"].startswith("bfloat16") else "fp32"
     rows = []
     if "train" in entry:
-        t = entry["train"]
-        crop = "x".join(map(str, t["crop_size"]))
-        rows.append((f"training step: {t['batch_size']} pairs {crop}, {precision}", _seconds(t["step_s"]) + "/step",
-                     f"{t['pairs_per_s']:.3g} pairs/s", _flops(t["flops_per_step"]), _percent(t["peak_fraction"]),
-                     _bytes(t["peak_memory_bytes"])))
-    for name, i in entry.get("infer", {}).items():
-        size = "x".join(map(str, i["input_size"]))
-        what = f"f_A: 480p frame at {size}" if name == "480p" else f"f_A: {size}"
-        rows.append((f"{what}, batch {i['batch']}, {'bf16' if i.get('bf16') else 'fp32'}", _seconds(i["s_per_image"]) + "/image",
-                     f"{i['images_per_s']:.3g} images/s", _flops(i["flops_per_image"]), _percent(i["peak_fraction"]),
-                     _bytes(i["peak_memory_bytes"])))
+        train = entry["train"]
+        for precision in PRECISIONS:
+            if precision in train:
+                t = train[precision]
+                crop = "x".join(map(str, t["crop_size"]))
+                rows.append((f"training step: {t['batch_size']} pairs {crop}, {precision}{_chosen(train, precision)}",
+                             _seconds(t["step_s"]) + "/step", f"{t['pairs_per_s']:.3g} pairs/s",
+                             _flops(t["flops_per_step"]), _percent(t["peak_fraction"]), _bytes(t["peak_memory_bytes"])))
+        if "bf16_speedup" in train:
+            rows.append(("training step: bf16 speed-up", "", f"{train['bf16_speedup']:.2f}x fp32's", "", "", ""))
+    for name, infer in entry.get("infer", {}).items():
+        for precision in PRECISIONS:
+            if precision in infer:
+                i = infer[precision]
+                size = "x".join(map(str, i["input_size"]))
+                what = f"f_A: 480p frame at {size}" if name == "480p" else f"f_A: {size}"
+                rows.append((f"{what}, batch {i['batch']}, {precision}{_chosen(infer, precision)}",
+                             _seconds(i["s_per_image"]) + "/image", f"{i['images_per_s']:.3g} images/s",
+                             _flops(i["flops_per_image"]), _percent(i["peak_fraction"]), _bytes(i["peak_memory_bytes"])))
+        if "bf16_speedup" in infer:
+            rows.append((f"f_A {name}: bf16 speed-up", "", f"{infer['bf16_speedup']:.2f}x fp32's", "", "", ""))
     if "adapt" in entry:
         a = entry["adapt"]
         total = a[f"s_for_{PAPER_ADAPT_STEPS}_steps"]
         n = a["steps_measured"]
         how = f"projected from {n} measured step{'s' * (n != 1)}" if a["projected"] else f"{n} steps measured"
-        rows.append((f"adaptation on a 480p video ({how})", _seconds(a["s_per_step"]) + "/step",
+        rows.append((f"adaptation on a 480p video ({how}), {a.get('precision', 'fp32')}", _seconds(a["s_per_step"]) + "/step",
                      f"{PAPER_ADAPT_STEPS} steps: {_seconds(total)}", "", "", _bytes(a["peak_memory_bytes"])))
         rows.append((f"segmenting its {a['frames']} frames", _seconds(a["s_per_frame"]) + "/frame",
                      f"{1 / a['s_per_frame']:.3g} frames/s", "", "", ""))
     if "loader" in entry:
         loader = entry["loader"]
         versus = ""
-        if "train" in entry:
-            versus = f" = {loader['pairs_per_s'] / entry['train']['pairs_per_s']:.3g}x the step's"
+        if "train" in entry and entry["train"]["precision"] in entry["train"]:
+            step = entry["train"][entry["train"]["precision"]]
+            versus = f" = {loader['pairs_per_s'] / step['pairs_per_s']:.3g}x the step's"
         how = "made on the device" if loader.get("on_device") else f"{loader['workers']} workers"
         rows.append((f"loader: {loader['source']}, {how}", "",
                      f"{loader['pairs_per_s']:.3g} pairs/s{versus}", "", "", ""))
     return rows
+
+
+def comparable_times(result: dict) -> dict:
+    """(preset, measurement) -> seconds, for every time two runs can share."""
+    times = {}
+    for name, entry in result["presets"].items():
+        train = entry.get("train", {})
+        for precision in PRECISIONS:
+            if precision in train:
+                times[(name, f"training step, {precision}")] = train[precision]["step_s"]
+        for size, infer in entry.get("infer", {}).items():
+            for precision in PRECISIONS:
+                if precision in infer:
+                    times[(name, f"f_A {size}, {precision} (per image)")] = infer[precision]["s_per_image"]
+        if "adapt" in entry:
+            adapt = entry["adapt"]
+            times[(name, f"adaptation step, {adapt.get('precision', 'fp32')}")] = adapt["s_per_step"]
+            times[(name, "segmenting a 480p frame")] = adapt["s_per_frame"]
+        if "loader" in entry:
+            times[(name, "loader (per pair)")] = 1 / entry["loader"]["pairs_per_s"]
+    return times
+
+
+def format_comparison(first: dict, second: dict, names=("first", "second")) -> str:
+    """Two runs side by side: the time of each measurement both hold, and how many times faster the
+    second is (first's time over second's). Only a ratio of one run on one machine is a speed-up."""
+    a, b = comparable_times(first), comparable_times(second)
+    lines = [f"{names[0]}: {_environment_line(first)}", f"{names[1]}: {_environment_line(second)}", ""]
+    rows = [("preset", "measurement", names[0], names[1], f"{names[1]} faster by")]
+    rows += [(preset, what, _seconds(a[key]), _seconds(b[key]), f"{a[key] / b[key]:.2f}x")
+             for key in a if key in b for preset, what in [key]]
+    if len(rows) == 1:
+        return "\n".join(lines + ["the two runs share no measurement"])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+def _environment_line(result: dict) -> str:
+    env = result["environment"]
+    return (f"{env['date']}, {env['device']} ({env['device_name']}), {env['threads']} thread(s), "
+            f"torch {env['torch']}, objectness {env['objectness']}")
+
+
+def read_report(path) -> dict:
+    """A JSON file of ``objectness bench --out``, or ConfigError naming it."""
+    path = Path(path)
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{path}: not a readable bench result ({err})") from None
+    if not isinstance(result, dict) or "presets" not in result or "environment" not in result:
+        raise ConfigError(f"{path}: not a result of objectness bench --out")
+    return result
+
+
+def _chosen(entry: dict, precision: str) -> str:
+    return " (the preset's)" if entry.get("precision") == precision else ""
 
 
 def _profile_lines(name: str, profile: dict) -> list:

@@ -61,7 +61,6 @@ def adapt(segmenter: Segmenter, frames, steps: int, progress: bool = True, seed:
     pairs = PairDataset([video], data_cfg, seed=seed, flows=flows)
     model = copy.deepcopy(segmenter.model).train()
     optimizer, _ = make_optimizer(model, cfg.train)  # its poly schedule is never stepped: lr stays train.lr
-    amp = cfg.train.amp and device.type == "cuda"
     batch_size = cfg.train.batch_size
     cuda_devices = []  # the GPU whose generator dropout draws from
     if device.type == "cuda":
@@ -73,5 +72,5 @@ def adapt(segmenter: Segmenter, frames, steps: int, progress: bool = True, seed:
             items = [pairs[step * batch_size + i] for i in range(batch_size)]
             batch = torch.stack([item["frames"] for item in items])  # (B, 2, 3, H, W)
             flow = torch.stack([item["flows"] for item in items]).to(device) if flows is not None else None
-            optimisation_step(model, optimizer, batch.to(device), cfg, amp, flow)
+            optimisation_step(model, optimizer, batch.to(device), cfg, segmenter.precision, flow)
     return dataclasses.replace(segmenter, model=model.eval())

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import Config, ConfigError
+from ..device import autocast
 from ..model.amd import AMDOutput
 from ..objectives.distillation import distillation_loss, paste_objects
 from ..objectives.flow_fit import flow_fit_loss
@@ -101,11 +102,11 @@ def appearance_output(model, frame1: torch.Tensor, frame2: torch.Tensor) -> AMDO
     return AMDOutput(**{**empty, "masks1": masks[:b], "masks2": masks[b:], "flows12": [], "flows21": []})
 
 
-def optimisation_step(model, optimizer, frames, cfg: Config, amp: bool, flows=None, teachers=None) -> tuple:
+def optimisation_step(model, optimizer, frames, cfg: Config, precision: str, flows=None, teachers=None) -> tuple:
     """One step of the objective on (B, 2, 3, H, W) frames (and their classical flows, if the
-    loss fits them; the teachers, if it distils): forward (bf16 autocast if ``amp``), backward,
+    loss fits them; the teachers, if it distils): forward (bf16 autocast for ``precision`` bf16), backward,
     optional gradient clipping, Adam. Returns (loss, terms, out) of training_step."""
-    with torch.autocast(frames.device.type, dtype=torch.bfloat16, enabled=amp):
+    with autocast(frames.device, precision):
         loss, terms, out = training_step(model, frames, cfg.loss, flows, teachers)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Sampler
 from ..config import Config, save_config, to_dict, validate
 from ..data.device_frames import DeviceFrames, DevicePairLoader
 from ..data.pairs import build_pair_dataset
-from ..device import resolve_device
+from ..device import resolve_device, resolve_precision
 from ..model.amd import AMD
 from ..model.checkpoint import (
     LAST,
@@ -100,7 +100,7 @@ def train(cfg: Config, run_dir, resume: bool = False, overwrite: bool = False) -
         meter = Meter(run_dir, cfg.train.steps, start_step, device)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed crop size
-        amp = cfg.train.amp and device.type == "cuda"
+        precision = resolve_precision(cfg.train.precision, device)
 
         if resumed is not None:
             restore_rng(resumed, cfg.train.seed)
@@ -110,7 +110,7 @@ def train(cfg: Config, run_dir, resume: bool = False, overwrite: bool = False) -
                 frames = batch["frames"].to(device, non_blocking=True)  # (B, 2, 3, H, W)
                 flows = batch["flows"].to(device, non_blocking=True) if "flows" in batch else None  # (B, 2, 2, H, W)
                 lr = optimizer.param_groups[0]["lr"]
-                loss, terms, out = optimisation_step(ddp_model, optimizer, frames, cfg, amp, flows, teachers)
+                loss, terms, out = optimisation_step(ddp_model, optimizer, frames, cfg, precision, flows, teachers)
                 scheduler.step()
 
                 done = step + 1
