@@ -223,3 +223,13 @@ def test_bf16_training_lowers_the_loss_as_fp32_does(tmp_path, tiny_overrides):
     assert bf16_last < 0.9 * bf16_first and fp32_last < 0.9 * fp32_first
     assert abs(bf16_first - fp32_first) < 0.02 * fp32_first  # the same start, to bf16's rounding
     assert abs(bf16_last - fp32_last) < 0.1 * (fp32_first - fp32_last) + 0.02 * fp32_last
+
+
+def test_channels_last_trains_the_same_model(tmp_path, tiny_overrides):
+    """A memory layout, not a recipe: the losses of a run in channels-last equal those in NCHW to rounding."""
+    losses = {}
+    for layout in ("false", "true"):
+        cfg = load_config(None, [*tiny_overrides, "train.steps=3", f"train.channels_last={layout}"])
+        train(cfg, tmp_path / layout)
+        losses[layout] = [r["loss"] for r in read_metrics(tmp_path / layout)]
+    assert losses["true"] == pytest.approx(losses["false"], rel=1e-3)

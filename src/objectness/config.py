@@ -190,6 +190,9 @@ class TrainConfig:
     # it natively (CUDA with bf16; a CPU with AVX512-BF16 or AMX), else fp32 (device.py). Saved configs
     # of before it hold train.amp instead: true reads as auto, false as fp32.
     precision: str = "auto"
+    # The networks in the channels-last (NHWC) memory format: the same numbers, faster or slower by preset
+    # and device (docs/benchmarks.md; with bf16 on an AMX CPU the paper's step 1.4x faster, cpu-small's slower).
+    channels_last: bool = False
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
     checkpoint_every: int = 5000

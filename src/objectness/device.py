@@ -49,6 +49,11 @@ def resolve_precision(precision: str, device: torch.device, quiet: bool = False)
     return chosen
 
 
+def memory_format(model: torch.nn.Module, channels_last: bool) -> torch.nn.Module:
+    """``model`` in the channels-last memory format where asked (train.channels_last), else as it is."""
+    return model.to(memory_format=torch.channels_last) if channels_last else model
+
+
 def autocast(device: torch.device, precision: str):
     """bf16 autocast for ``precision`` bf16, nothing for fp32; the losses turn it off for their reductions."""
     if precision == "bf16":

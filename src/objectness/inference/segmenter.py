@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from ..config import Config, check_guided_filter, check_test_scales
 from ..data.video import FrameError, Video, as_rgb_array, as_video
-from ..device import autocast, resolve_device, resolve_precision
+from ..device import autocast, memory_format, resolve_device, resolve_precision
 from ..model.checkpoint import CheckpointError, load_model
 from .centre_prior import centre_prior
 from .forward import frames_to_tensor, mean_objectness
@@ -94,6 +94,7 @@ def load_segmenter(checkpoint=None, channel: Optional[int] = None, device="auto"
     if str(checkpoint) == CENTRE_PRIOR:
         return Segmenter(None, None, None, device)
     model, cfg, meta = load_model(checkpoint, map_location=device)
+    model = memory_format(model, cfg.train.channels_last)
     precision = resolve_precision(precision or cfg.train.precision, device)
     if channel is None:
         channel = meta.get("objectness_channel")

@@ -47,7 +47,7 @@ from ..config import (
 from ..data.device_frames import DeviceFrames, DevicePairLoader
 from ..data.pairs import build_pair_dataset
 from ..data.synthetic import panning_video
-from ..device import autocast, resolve_device, resolve_precision
+from ..device import autocast, memory_format, resolve_device, resolve_precision
 from ..files import write_json
 from ..inference.segmenter import BATCH_SIZE, Segmenter, segment_video
 from ..inference.sizing import inference_short_edge, inference_size
@@ -184,12 +184,14 @@ def model_kernels(model: torch.nn.Module, *inputs) -> dict:
 
     def record(module, args, output):
         x = args[0]
+        channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
         key = (tuple(x.shape), tuple(module.weight.shape), module.stride, module.padding, module.dilation,
-               module.groups)
+               module.groups, channels_last)
         if key not in found:
             found[key] = (functools.partial(F.conv2d, stride=module.stride, padding=module.padding,
                                             dilation=module.dilation, groups=module.groups),
-                          [tuple(x.shape), tuple(module.weight.shape)])
+                          [tuple(x.shape), tuple(module.weight.shape)],
+                          torch.channels_last if channels_last else torch.contiguous_format)
 
     hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     try:
@@ -199,7 +201,8 @@ def model_kernels(model: torch.nn.Module, *inputs) -> dict:
         for hook in hooks:
             hook.remove()
     return {f"{type(model).__name__} conv {k[1][1] * k[5]}->{k[1][0]} {k[1][2]}x{k[1][3]} stride {k[2][0]} "
-            f"dilation {k[4][0]} at {'x'.join(map(str, k[0]))}": value for k, value in found.items()}
+            f"dilation {k[4][0]} at {'x'.join(map(str, k[0]))}{', channels last' if k[6] else ''}": value
+            for k, value in found.items()}
 
 
 def measure_peak(device: torch.device, dtype: torch.dtype, size: int, repeats: int = 3, warmup: int = 1,
@@ -210,8 +213,10 @@ def measure_peak(device: torch.device, dtype: torch.dtype, size: int, repeats: i
     calls = 10 if device.type == "cuda" else 1  # a CUDA kernel is too short to time alone
     kernels = {}
     extra_kernels = extra_kernels or {}
-    for name, (operation, shapes) in {**peak_kernels(size), **extra_kernels}.items():
+    for name, (operation, shapes, *layout) in {**peak_kernels(size), **extra_kernels}.items():
+        layout = layout[0] if layout else torch.contiguous_format  # model_kernels' give their memory format
         inputs = [torch.randn(shape, device=device, dtype=dtype) for shape in shapes]
+        inputs = [x.contiguous(memory_format=layout) if x.dim() == 4 else x for x in inputs]
         flops = count_flops(lambda: operation(*inputs))  # also the first warm-up call
 
         def run():
@@ -249,7 +254,7 @@ def peak_of(peaks: dict, dtype: torch.dtype) -> Optional[dict]:
 
 def build_model(cfg: Config, device: torch.device) -> AMD:
     torch.manual_seed(0)
-    return AMD(cfg.model).to(device)
+    return memory_format(AMD(cfg.model).to(device), cfg.train.channels_last)
 
 
 def preset_precision(cfg: Config, device: torch.device) -> str:

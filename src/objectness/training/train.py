@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Sampler
 from ..config import Config, save_config, to_dict, validate
 from ..data.device_frames import DeviceFrames, DevicePairLoader
 from ..data.pairs import build_pair_dataset
-from ..device import resolve_device, resolve_precision
+from ..device import memory_format, resolve_device, resolve_precision
 from ..model.amd import AMD
 from ..model.checkpoint import (
     LAST,
@@ -82,7 +82,7 @@ def train(cfg: Config, run_dir, resume: bool = False, overwrite: bool = False) -
             save_config(cfg, run_dir / "config.yaml")
         distributed.barrier()
 
-        model = AMD(cfg.model).to(device)
+        model = memory_format(AMD(cfg.model).to(device), cfg.train.channels_last)
         optimizer, scheduler = make_optimizer(model, cfg.train)
         start_step, bad_frames, last_checkpoint = 0, 0, None
         if initial is not None:
