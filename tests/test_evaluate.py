@@ -236,3 +236,12 @@ def test_an_out_folder_that_holds_other_files_is_refused_unless_overwrite(video_
         evaluate(load_segmenter("centre-prior"), "davis2016", root, tmp_path / "out", progress=False)
     evaluate(load_segmenter("centre-prior"), "davis2016", root, tmp_path / "out", overwrite=True, progress=False)
     assert (tmp_path / "out" / "notes.txt").read_text() == "mine"  # --overwrite replaces only what evaluate writes
+
+
+def test_overwrite_keeps_the_earlier_evaluation_when_the_benchmark_is_refused(video_root, tmp_path):
+    root, _ = video_root
+    evaluate(load_segmenter("centre-prior"), "davis2016", root, tmp_path / "out", progress=False)
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(root / "Annotations" / "240p" / "seq1" / "00003.png")
+    with pytest.raises(BenchmarkError):
+        evaluate(load_segmenter("centre-prior"), "davis2016", root, tmp_path / "out", overwrite=True, progress=False)
+    assert (tmp_path / "out" / "summary.json").is_file() and (tmp_path / "out" / "predictions").is_dir()

@@ -91,6 +91,8 @@ def evaluate(segmenter, benchmark: str, root, out_dir, mode: str = "per-image", 
     if kind == "video":
         sequences = load_video_benchmark(benchmark, root, split=split, resolution=resolution)
         check_sequence_sizes(sequences)  # before any segmenting
+        if overwrite:
+            _clear_outputs(out_dir)
         steps = adapt_steps if mode == "per-video" else 0
         settings["adapt_steps"] = steps
         rows, scores = _evaluate_videos(segmenter, sequences, predictions, steps, threshold, progress)
@@ -98,6 +100,8 @@ def evaluate(segmenter, benchmark: str, root, out_dir, mode: str = "per-image", 
     else:
         items = load_saliency_benchmark(benchmark, root, images=images, masks=masks)
         check_saliency_sizes(items)  # before any segmenting
+        if overwrite:
+            _clear_outputs(out_dir)
         rows, scores = _evaluate_saliency(segmenter, items, predictions, progress)
         table = "per_image.csv"
     summary = {**settings, "scores": scores, "paper": _paper(benchmark, mode, scores)}
@@ -128,6 +132,13 @@ def _guided_filter(segmenter):
     return {"radius": segmenter.guided_radius, "eps": segmenter.guided_eps}
 
 
+def _clear_outputs(out_dir: Path) -> None:
+    """What an earlier evaluation wrote in ``out_dir``, removed (--overwrite); other files stay."""
+    for name in OUTPUTS:
+        path = out_dir / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+
+
 OUTPUTS = ("predictions", "per_sequence.csv", "per_image.csv", "summary.json", "summary.md")  # what evaluate writes
 
 
@@ -139,10 +150,7 @@ def _check_out_dir(out_dir: Path, settings: dict, overwrite: bool, reuse: bool) 
     if not (out_dir.is_dir() and any(out_dir.iterdir())):
         return
     if overwrite:
-        for name in OUTPUTS:
-            path = out_dir / name
-            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-        return
+        return  # replaced once the benchmark has been read and checked (_clear_outputs)
     previous = out_dir / "summary.json"
     if not previous.is_file():
         raise FileExistsError(f"output folder {out_dir} is not empty and holds no evaluation; pass --overwrite "

@@ -164,7 +164,7 @@ def finetune(cfg: FinetuneConfig, run_dir, resume: bool = False, overwrite: bool
 
                 done = step + 1
                 labelled = labels != VOID
-                correct = (logits.detach().argmax(1) == labels)[labelled].sum()
+                correct = ((logits.detach().argmax(1) == labels) & labelled).sum()  # no boolean indexing: no sync
                 meter.update({"loss": loss, "correct": correct, "labelled": labelled.sum()})
                 at_log_line = done % cfg.train.log_every == 0
                 stop = stop_requested(signals, None, device, at_log_line)

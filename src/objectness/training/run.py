@@ -36,8 +36,6 @@ except ImportError:  # not a POSIX system
 log = logging.getLogger(__name__)
 
 TRAINING_STATE = ("model", "optimizer", "scheduler", "step", "rng")  # the keys of a checkpoint that resumes
-
-
 LOCK = ".lock"  # in the run folder: who trains in it (never deleted, so that two processes lock one file)
 
 
@@ -216,8 +214,8 @@ def poly_lr(step: int, train_cfg) -> float:
 
 
 def poly_schedule(optimizer, train_cfg) -> torch.optim.lr_scheduler.LambdaLR:
-    """Poly decay from train.lr to train.min_lr over train.steps (docs/method.md#training, #semantic-fine-tuning); parameter groups
-    with an lr of their own keep their ratio to train.lr."""
+    """Poly decay from train.lr to train.min_lr over train.steps (docs/method.md#training,
+    #semantic-fine-tuning); parameter groups with an lr of their own keep their ratio to train.lr."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: poly_lr(step, train_cfg) / train_cfg.lr)
 
 
