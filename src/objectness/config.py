@@ -102,6 +102,12 @@ class LossConfig:
     # of the batch; the channel learns the composite's map (objectives/distillation.py).
     paste_weight: float = 0.0
     paste_scale_range: tuple = (0.7, 1.3)  # the pasted object's scale, U(low, high)
+    # Not the paper's (0 there): binary cross-entropy of the objectness channel (loss.distill_channel)
+    # against each still image's target map (data.images; training/image_targets.py).
+    image_weight: float = 0.0
+    # The image target's share from the classical background-connectivity prior (data/saliency_prior.py);
+    # the rest is the teachers' (loss.distill_from) objectness map. 1 = the prior alone.
+    image_prior_weight: float = 0.5
     # Weight of view synthesis (eq. 8), 1 in the paper; 0 trains f_A on the
     # flow fit alone, without running f_M (one process only).
     view_synthesis_weight: float = 1.0
@@ -170,6 +176,13 @@ class DataConfig:
     # by U(1 - j, 1 + j), the same for both frames of a pair.
     color_jitter: float = 0.0
     workers: int = 4
+    # Not the paper's (null there): a folder of unlabeled still images (searched recursively), each a
+    # crop per step taught its cached target map (loss.image_weight; data/images.py).
+    images: Optional[str] = None
+    image_batch_size: int = 8  # still images per process and step, beside train.batch_size pairs
+    # Brightness, contrast and saturation of each still image scaled by U(1 - j, 1 + j); its target is not.
+    image_color_jitter: float = 0.4
+    map_cache: Optional[str] = None  # folder of the still images' cached target maps; null = ~/.cache/objectness/maps
     # Decode every frame once into the training device's memory (uint8) and crop, flip and
     # resize there (data/device_frames.py) instead of DataLoader workers; source may also be a frame pack (.npz).
     on_device: bool = False
@@ -434,6 +447,8 @@ def validate(cfg):
     _non_negative("train.grad_clip", t.grad_clip)
     _non_negative("train.time_limit", t.time_limit)
     _at_least("train.stop_after", t.stop_after, 0)
+    if cfg.loss.image_weight and cfg.data.images is None:
+        raise ConfigError("loss.image_weight teaches still images: name their folder in data.images")
     if cfg.data.on_device and cfg.loss.uses_classical_flow:
         raise ConfigError("loss.flow_fit_weight and loss.motion_mask_weight need classical flow, "
                           "which data.on_device does not load; set data.on_device=false")
@@ -476,7 +491,7 @@ def check_loss(cfg: LossConfig, model: Optional[ModelConfig] = None) -> None:
     _one_of("loss.ssim", cfg.ssim, ("masked", "padded"))
     _one_of("loss.flow_fit_model", cfg.flow_fit_model, ("affine", "constant"))
     for key in ("l1_weight", "ssim_weight", "occlusion_threshold", "smooth_weight", "flow_fit_weight",
-                "motion_mask_weight", "distill_weight", "paste_weight", "view_synthesis_weight"):
+                "motion_mask_weight", "distill_weight", "paste_weight", "view_synthesis_weight", "image_weight"):
         _non_negative(f"loss.{key}", getattr(cfg, key))
     if not cfg.level_weights:
         raise ConfigError("loss.level_weights must hold at least one weight, got []")
@@ -486,19 +501,26 @@ def check_loss(cfg: LossConfig, model: Optional[ModelConfig] = None) -> None:
         raise ConfigError("loss.l1_weight and loss.ssim_weight are both 0: view synthesis would compare nothing")
     if cfg.paste_weight and not cfg.distill_weight:
         raise ConfigError("loss.paste_weight pastes the objects of the teachers' maps: it needs loss.distill_weight > 0")
-    if not (cfg.view_synthesis_weight or cfg.flow_fit_weight or cfg.motion_mask_weight or cfg.distill_weight):
+    _in_range("loss.image_prior_weight", cfg.image_prior_weight, 0, 1)
+    if not (cfg.view_synthesis_weight or cfg.flow_fit_weight or cfg.motion_mask_weight or cfg.distill_weight
+            or cfg.image_weight):
         raise ConfigError("every term of the objective has weight 0 (loss.view_synthesis_weight, "
-                          "loss.flow_fit_weight, loss.motion_mask_weight, loss.distill_weight): nothing to learn")
+                          "loss.flow_fit_weight, loss.motion_mask_weight, loss.distill_weight, "
+                          "loss.image_weight): nothing to learn")
     scales = cfg.paste_scale_range
     if cfg.paste_weight and not (len(scales) == 2 and all(_is_number(v) for v in scales)
                                  and 0 < scales[0] <= scales[1] < math.inf):
         raise ConfigError(f"loss.paste_scale_range must be [low, high] with 0 < low <= high, got {list(scales)}")
+    if cfg.image_weight and cfg.image_prior_weight < 1 and not cfg.distill_from:
+        raise ConfigError("loss.image_weight with loss.image_prior_weight < 1 needs teachers in loss.distill_from "
+                          "(or loss.image_prior_weight=1: the classical prior alone)")
     if cfg.distill_weight and cfg.motion_mask_weight and cfg.distill_channel != cfg.motion_mask_channel:
         raise ConfigError("loss.distill_channel and loss.motion_mask_channel teach two channels to be the "
                           "objectness channel; make them equal")
     if model is None:
         return
-    for key, weight in (("motion_mask_channel", cfg.motion_mask_weight), ("distill_channel", cfg.distill_weight)):
+    for key, weight in (("motion_mask_channel", cfg.motion_mask_weight),
+                        ("distill_channel", cfg.distill_weight or cfg.image_weight)):
         channel = getattr(cfg, key)
         if weight and not 0 <= channel < model.num_segments:
             raise ConfigError(f"loss.{key} {channel} is not one of the {model.num_segments} mask channels "
@@ -556,6 +578,10 @@ def _check_data(d: DataConfig) -> None:
     _pair("data.crop_size", d.crop_size, least=8, integer=True)
     _in_range("data.color_jitter", d.color_jitter, 0, 1, high_open=True)
     _at_least("data.workers", d.workers, 0)
+    _at_least("data.image_batch_size", d.image_batch_size, 1)
+    _in_range("data.image_color_jitter", d.image_color_jitter, 0, 1, high_open=True)
+    if d.images is not None and (not isinstance(d.images, str) or not d.images.strip()):
+        raise ConfigError(f"config key 'data.images' must name a folder of images or be null, got {d.images!r}")
     check_synthetic(d.synthetic)
 
 

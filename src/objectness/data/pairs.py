@@ -111,7 +111,7 @@ class PairDataset(Dataset):
             pair = pair[:, :, ::-1]
         pair = torch.from_numpy(pair.copy()).permute(0, 3, 1, 2).float() / 255  # (2, 3, Hc, Wc)
         if cfg.color_jitter:
-            pair = _jitter_colors(pair, rng.uniform(1 - cfg.color_jitter, 1 + cfg.color_jitter, size=3))
+            pair = jitter_colors(pair, rng.uniform(1 - cfg.color_jitter, 1 + cfg.color_jitter, size=3))
         if flows is None:
             return pair
         crops = np.stack([_crop_flow(flow, resized, top, left, crop_height, crop_width) for flow in flows])
@@ -120,7 +120,7 @@ class PairDataset(Dataset):
         return pair, torch.from_numpy(crops.copy()).permute(0, 3, 1, 2)  # (2, 2, Hc, Wc)
 
 
-def _jitter_colors(frames: torch.Tensor, factors) -> torch.Tensor:
+def jitter_colors(frames: torch.Tensor, factors) -> torch.Tensor:
     """Brightness, contrast and saturation of (N, 3, H, W) frames in 0..1 scaled by ``factors``, all frames alike."""
     brightness, contrast, saturation = (float(f) for f in factors)
     frames = TF.adjust_brightness(frames, brightness)

@@ -22,14 +22,16 @@ from . import distributed
 from .run import poly_schedule
 
 
-def training_step(model, frames, loss_cfg, flows=None, teachers=None):
+def training_step(model, frames, loss_cfg, flows=None, teachers=None, images=None):
     """The objective on one batch of pairs; frames: (B, 2, 3, H, W) in 0..1.
 
     flows: (B, 2, 2, H, W) classical flow of each frame towards the other, for
     the flow fit and the motion masks (``loss.flow_fit_weight``,
     ``loss.motion_mask_weight``, not the paper's); teachers: the Teachers
     whose mean objectness map the distillation teaches (``loss.distill_weight``,
-    and on pasted objects ``loss.paste_weight``; not the paper's). Returns
+    and on pasted objects ``loss.paste_weight``; not the paper's); images: still
+    images and their target maps, {"images": (Bi, 3, H, W), "targets": (Bi, H, W)}
+    (``loss.image_weight``, data/images.py; not the paper's). Returns
     (loss, terms, out): the scalar to minimise, its parts, the model output.
     """
     frame1, frame2 = frames[:, 0], frames[:, 1]  # (B, 3, H, W) each
@@ -81,13 +83,24 @@ def training_step(model, frames, loss_cfg, flows=None, teachers=None):
             pasted = distillation_loss(target, masks, channel)
             loss = loss + loss_cfg.paste_weight * pasted
             terms["paste"] = pasted.detach()
+    if loss_cfg.image_weight:
+        if images is None:
+            raise ConfigError("loss.image_weight needs still images (data.images); the data gave none")
+        if distributed.world_size() > 1:
+            raise ConfigError("loss.image_weight runs in one process only")
+        # The objectness channel learns each still image's target map (training/image_targets.py).
+        masks = distributed.unwrap(model).appearance(images["images"])  # (Bi, c, h, w)
+        target = F.interpolate(images["targets"][:, None], size=tuple(masks.shape[-2:]), mode="area")[:, 0]
+        still = distillation_loss(target, masks, loss_cfg.distill_channel)
+        loss = loss + loss_cfg.image_weight * still
+        terms["image"] = still.detach()
     return loss, terms, out
 
 
 def taught_channel(loss_cfg):
     """The channel the objective makes the objectness channel (``loss.distill_channel``,
     ``loss.motion_mask_channel``), or None."""
-    if loss_cfg.distill_weight:
+    if loss_cfg.distill_weight or loss_cfg.image_weight:
         return loss_cfg.distill_channel
     return loss_cfg.motion_mask_channel if loss_cfg.motion_mask_weight else None
 
@@ -102,12 +115,13 @@ def appearance_output(model, frame1: torch.Tensor, frame2: torch.Tensor) -> AMDO
     return AMDOutput(**{**empty, "masks1": masks[:b], "masks2": masks[b:], "flows12": [], "flows21": []})
 
 
-def optimisation_step(model, optimizer, frames, cfg: Config, precision: str, flows=None, teachers=None) -> tuple:
+def optimisation_step(model, optimizer, frames, cfg: Config, precision: str, flows=None, teachers=None,
+                      images=None) -> tuple:
     """One step of the objective on (B, 2, 3, H, W) frames (and their classical flows, if the
-    loss fits them; the teachers, if it distils): forward (bf16 autocast for ``precision`` bf16), backward,
+    loss fits them; the teachers, if it distils; still images, if it learns them): forward (bf16 autocast for ``precision`` bf16), backward,
     optional gradient clipping, Adam. Returns (loss, terms, out) of training_step."""
     with autocast(frames.device, precision):
-        loss, terms, out = training_step(model, frames, cfg.loss, flows, teachers)
+        loss, terms, out = training_step(model, frames, cfg.loss, flows, teachers, images)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if cfg.train.grad_clip > 0:

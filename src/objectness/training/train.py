@@ -44,6 +44,7 @@ from .run import (
     write_training_state,
 )
 from .step import make_optimizer, optimisation_step, taught_channel
+from .image_targets import build_image_dataset
 from .teachers import Teachers
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,8 @@ def train(cfg: Config, run_dir, resume: bool = False, overwrite: bool = False) -
             dataset = DeviceFrames.load(cfg.data, device)
         else:
             dataset = build_pair_dataset(cfg.data, seed=cfg.train.seed, with_flow=cfg.loss.uses_classical_flow)
+        # Still images and their teachers' maps (computed once, cached): not the paper's.
+        still_images = build_image_dataset(cfg, device, cfg.train.seed) if cfg.loss.image_weight else None
         distributed.init(device)
         rank, world = distributed.rank(), distributed.world_size()
         seed_everything(cfg.train.seed + rank)
@@ -97,6 +100,8 @@ def train(cfg: Config, run_dir, resume: bool = False, overwrite: bool = False) -
             loader = DevicePairLoader(dataset, cfg, start_step, rank)
         else:
             loader = pair_loader(dataset, cfg, start_step, device)
+        image_batches = None if still_images is None else iter(
+            pair_loader(still_images, cfg, start_step, device, cfg.data.image_batch_size))
         meter = Meter(run_dir, cfg.train.steps, start_step, device)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed crop size
@@ -109,12 +114,18 @@ def train(cfg: Config, run_dir, resume: bool = False, overwrite: bool = False) -
             for step, batch in enumerate(loader, start=start_step):
                 frames = batch["frames"].to(device, non_blocking=True)  # (B, 2, 3, H, W)
                 flows = batch["flows"].to(device, non_blocking=True) if "flows" in batch else None  # (B, 2, 2, H, W)
+                images, bad = None, batch["bad_frames"].sum()
+                if image_batches is not None:
+                    still = next(image_batches)
+                    images = {key: still[key].to(device, non_blocking=True) for key in ("images", "targets")}
+                    bad = bad + still["bad_images"].sum()
                 lr = optimizer.param_groups[0]["lr"]
-                loss, terms, out = optimisation_step(ddp_model, optimizer, frames, cfg, precision, flows, teachers)
+                loss, terms, out = optimisation_step(ddp_model, optimizer, frames, cfg, precision, flows, teachers,
+                                                     images)
                 scheduler.step()
 
                 done = step + 1
-                meter.update({"loss": loss, **terms, "bad_frames": batch["bad_frames"].sum()})
+                meter.update({"loss": loss, **terms, "bad_frames": bad})
                 at_log_line = done % cfg.train.log_every == 0
                 stopped_early = done == cfg.train.stop_after
                 stop = stopped_early or stop_requested(signals, deadline, device, at_log_line)
@@ -156,8 +167,9 @@ def _stop_reason(cfg: Config, signals, stopped_early: bool) -> str:
 class PairStream(Sampler):
     """Pair indices k = (step * world + rank) * B + i, i < B, for steps start_step..steps-1.
 
-    The processes read disjoint slices of one stream of pairs, and a run resumed
-    at step s reads exactly what the uninterrupted run read from step s on.
+    The processes read disjoint slices of one stream of pairs (or of still
+    images), and a run resumed at step s reads exactly what the uninterrupted
+    run read from step s on.
     """
 
     def __init__(self, start_step: int, steps: int, batch_size: int, rank: int, world: int):
@@ -173,12 +185,14 @@ class PairStream(Sampler):
         return max(self.steps - self.start_step, 0) * self.batch_size
 
 
-def pair_loader(dataset, cfg: Config, start_step: int, device: torch.device) -> DataLoader:
-    sampler = PairStream(start_step, cfg.train.steps, cfg.train.batch_size, distributed.rank(), distributed.world_size())
+def pair_loader(dataset, cfg: Config, start_step: int, device: torch.device, batch_size=None) -> DataLoader:
+    """Batches of ``dataset`` (pairs, or still images with ``batch_size``) for steps start_step..train.steps-1."""
+    batch_size = batch_size or cfg.train.batch_size
+    sampler = PairStream(start_step, cfg.train.steps, batch_size, distributed.rank(), distributed.world_size())
     workers = cfg.data.workers
     return DataLoader(
         dataset,
-        batch_size=cfg.train.batch_size,
+        batch_size=batch_size,
         sampler=sampler,
         num_workers=workers,
         persistent_workers=workers > 0,
