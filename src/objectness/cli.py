@@ -295,8 +295,10 @@ def add_evaluate_parser(subparsers) -> None:
             "J (mean, recall, decay), boundary F and J&F, averaged per sequence then over sequences, "
             "per image (f_A on each frame) or per video (test-time adaptation on each video first). "
             "Saliency benchmarks: F-beta (beta^2 = 0.3; max, mean, adaptive), MAE, S-measure, "
-            "E-measure. Writes per_sequence.csv or per_image.csv, summary.json, summary.md (ours beside "
-            f"the paper's) and predictions/ to --out. Benchmarks -- {benchmarks}."
+            "E-measure. Writes per_sequence.csv and per_frame.csv or per_image.csv and curves.json, "
+            "summary.json, summary.md (ours beside the paper's), predictions/, and report.html (settings, "
+            "scores, curves or per-sequence charts, the best and worst frames; figures also in figures/) to "
+            f"--out; --compare adds compare.html. Benchmarks -- {benchmarks}."
         ),
         epilog="example: objectness evaluate davis2016 --root /data/DAVIS --checkpoint runs/amd --mode per-video --out eval/davis",
     )
@@ -318,6 +320,9 @@ def add_evaluate_parser(subparsers) -> None:
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     parser.add_argument("--reuse", action="store_true", help="score the predictions cached in --out instead of segmenting again")
     parser.add_argument("--overwrite", action="store_true", help="replace an evaluation already in --out")
+    parser.add_argument("--compare", nargs="+", type=Path, default=[], metavar="EVAL_DIR",
+                        help="earlier evaluation folders of the same benchmark: also write compare.html in --out, "
+                             "this evaluation beside them")
     _add_test_time_arguments(parser)
     parser.add_argument("--device", default="auto", metavar="D", help="auto, cpu, cuda, ... (default: auto)")
     parser.set_defaults(run=run_evaluate)
@@ -336,9 +341,43 @@ def run_evaluate(args) -> int:
     summary = evaluate(segmenter, args.benchmark, args.root, args.out, mode=args.mode, adapt_steps=args.adapt,
                        split=args.split, resolution=args.resolution, images=args.images, masks=args.masks,
                        threshold=args.threshold, reuse=args.reuse, overwrite=args.overwrite,
-                       model_name=str(checkpoint))
+                       model_name=str(checkpoint), compare=args.compare)
     print(format_markdown(summary))
-    print(f"tables, summary and predictions in {args.out}")
+    print(f"tables, summary, report.html{', compare.html' if args.compare else ''} and predictions in {args.out}")
+    return 0
+
+
+def add_report_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "report",
+        help="redraw the HTML report of an evaluation folder, or compare several",
+        description=(
+            "Draw, from evaluation folders alone and without a model, what `objectness evaluate` draws. "
+            "With one folder: report.html (settings, scores beside the paper's, precision-recall and "
+            "F-beta curves or J and F per sequence and J over frames, the best and worst frames or "
+            "images) and its PNGs in figures/. With several folders of one benchmark: compare.html, "
+            "their scores in one table, their curves overlaid (saliency) or their per-sequence bars side "
+            "by side (video). The pages are self-contained; what an older evaluation lacks (curves.json, "
+            "per_frame.csv) is noted in the page."
+        ),
+        epilog="example: objectness report eval/davis-image eval/davis-video --out eval/davis-compare",
+    )
+    parser.add_argument("evaluations", nargs="+", type=Path, metavar="DIR",
+                        help="evaluation folders written by objectness evaluate")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR",
+                        help="where report.html (one folder) or compare.html (several) and figures/ go")
+    parser.add_argument("--overwrite", action="store_true", help="replace a report already in --out")
+    parser.set_defaults(run=run_report)
+
+
+def run_report(args) -> int:
+    from .evaluation.report import write_comparison, write_report
+
+    if len(args.evaluations) == 1:
+        page = write_report(args.evaluations[0], args.out, overwrite=args.overwrite)
+    else:
+        page = write_comparison(args.evaluations, args.out, overwrite=args.overwrite)
+    print(f"report in {page}")
     return 0
 
 
@@ -530,8 +569,8 @@ def run_semantic(args) -> int:
     return 0
 
 
-SUBCOMMANDS = (add_train_parser, add_channels_parser, add_segment_parser, add_evaluate_parser, add_demo_parser,
-               add_bench_parser, add_finetune_parser, add_semantic_parser)
+SUBCOMMANDS = (add_train_parser, add_channels_parser, add_segment_parser, add_evaluate_parser, add_report_parser,
+               add_demo_parser, add_bench_parser, add_finetune_parser, add_semantic_parser)
 
 
 def build_parser() -> argparse.ArgumentParser:

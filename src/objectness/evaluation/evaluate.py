@@ -5,14 +5,18 @@ frames of a sequence, then over sequences; saliency benchmarks with F-beta
 (max, mean, adaptive), MAE, S-measure and E-measure. Soft objectness maps are
 binarised at one threshold (0.5 by default) for every video benchmark.
 
-Outputs in the output folder: ``per_sequence.csv`` or ``per_image.csv``,
-``summary.json`` and ``summary.md`` (our numbers beside the paper's), and the
-soft maps as 8-bit PNGs under ``predictions/``, which ``reuse=True`` reads
-back instead of segmenting again.
+Outputs in the output folder: ``per_sequence.csv`` and ``per_frame.csv`` (J and
+F of each annotated frame) or ``per_image.csv`` and ``curves.json`` (PySODMetrics'
+precision, recall and F-beta at each threshold), ``summary.json`` and ``summary.md``
+(our numbers beside the paper's), the soft maps as 8-bit PNGs under
+``predictions/``, which ``reuse=True`` reads back instead of segmenting again,
+and ``report.html`` with its ``figures/`` (report.py), drawn from those files alone;
+``compare=`` earlier evaluation folders adds ``compare.html``.
 """
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -25,8 +29,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..data.video import FrameError, Video, read_image
-from ..files import write_bytes, write_text
+from ..files import write_bytes, write_json, write_text
 from ..inference.segmenter import segment_images
+from ..model.checkpoint import CheckpointError, weights_file
 from ..training.adapt import adapt
 from .benchmarks import (
     BENCHMARKS,
@@ -38,6 +43,7 @@ from .benchmarks import (
     load_video_benchmark,
 )
 from .metrics import BINARISATION_THRESHOLD, SaliencyScores, VideoScores, binarise
+from .report import read_comparable, write_comparison, write_report
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +77,11 @@ class EvaluationError(ValueError):
 
 def evaluate(segmenter, benchmark: str, root, out_dir, mode: str = "per-image", adapt_steps: int = ADAPT_STEPS,
              split=None, resolution=None, images=None, masks=None, threshold: float = BINARISATION_THRESHOLD,
-             reuse: bool = False, overwrite: bool = False, model_name: str = "", progress: bool = True) -> dict:
-    """Score ``segmenter`` (inference.segmenter.load_segmenter) on ``benchmark``; write and return the summary."""
+             reuse: bool = False, overwrite: bool = False, model_name: str = "", compare=(),
+             progress: bool = True) -> dict:
+    """Score ``segmenter`` (inference.segmenter.load_segmenter) on ``benchmark``; write the tables, the
+    summary and report.html, and return the summary. ``compare``: earlier evaluation folders of the same
+    benchmark to put beside this one in compare.html (checked before any segmenting)."""
     if benchmark not in BENCHMARKS:
         raise EvaluationError(f"unknown benchmark '{benchmark}' (one of {', '.join(BENCHMARKS)})")
     if mode not in MODES:
@@ -81,7 +90,9 @@ def evaluate(segmenter, benchmark: str, root, out_dir, mode: str = "per-image", 
     if kind == "saliency" and mode == "per-video":
         raise EvaluationError(f"{benchmark} is a set of single images: it has no per-video mode")
     out_dir = Path(out_dir)
-    settings = {"benchmark": benchmark, "root": str(root), "mode": mode, "model": model_name,
+    _check_compared(compare, benchmark, out_dir)
+    settings = {"benchmark": benchmark, "root": _text(root), "images": _text(images), "masks": _text(masks),
+                "mode": mode, "model": model_name, "model_sha256": _weights_sha256(model_name),
                 "threshold": threshold, "split": split, "resolution": resolution,
                 "test_scales": _test_scales(segmenter), "guided_filter": _guided_filter(segmenter),
                 "precision": _precision(segmenter)}
@@ -95,20 +106,53 @@ def evaluate(segmenter, benchmark: str, root, out_dir, mode: str = "per-image", 
             _clear_outputs(out_dir)
         steps = adapt_steps if mode == "per-video" else 0
         settings["adapt_steps"] = steps
-        rows, scores = _evaluate_videos(segmenter, sequences, predictions, steps, threshold, progress)
-        table = "per_sequence.csv"
+        scores = _evaluate_videos(segmenter, sequences, predictions, steps, threshold, progress)
+        write_csv(out_dir / "per_sequence.csv", scores.per_sequence())
+        write_csv(out_dir / "per_frame.csv", scores.per_frame())
     else:
         items = load_saliency_benchmark(benchmark, root, images=images, masks=masks)
         check_saliency_sizes(items)  # before any segmenting
         if overwrite:
             _clear_outputs(out_dir)
-        rows, scores = _evaluate_saliency(segmenter, items, predictions, progress)
-        table = "per_image.csv"
-    summary = {**settings, "scores": scores, "paper": _paper(benchmark, mode, scores)}
-    write_csv(out_dir / table, rows)
+        scores = _evaluate_saliency(segmenter, items, predictions, progress)
+        write_csv(out_dir / "per_image.csv", scores.per_image())
+        write_json(out_dir / "curves.json", scores.curves())
+    summary = {**settings, "scores": scores.summary()}
+    summary["paper"] = _paper(benchmark, mode, summary["scores"])
     write_text(out_dir / "summary.json", json.dumps(summary, indent=2))
     write_text(out_dir / "summary.md", format_markdown(summary))
+    write_report(out_dir, overwrite=True)  # the earlier evaluation's report, if any, is out of date
+    if compare:
+        write_comparison([out_dir, *compare], out_dir, overwrite=True)
     return summary
+
+
+def _check_compared(compare, benchmark: str, out_dir: Path) -> None:
+    """Refuse, before any segmenting, a folder to compare with that holds no evaluation of ``benchmark``,
+    or that is the output folder itself (whose evaluation this one replaces)."""
+    if any(Path(folder).resolve() == out_dir.resolve() for folder in compare):
+        raise EvaluationError(f"{out_dir} is the output folder: compare with earlier evaluations in other folders")
+    read_comparable(compare, benchmark)
+
+
+def _text(path):
+    return None if path is None else str(path)
+
+
+def _weights_sha256(model_name: str):
+    """The sha256 of the model's weights file (a run folder's model.safetensors or last.pt), which says
+    which weights were scored where a path alone does not; None for the centre prior or a bare name."""
+    if not model_name or not Path(model_name).exists():
+        return None
+    try:
+        path = weights_file(Path(model_name))
+    except CheckpointError:
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _test_scales(segmenter):
@@ -139,7 +183,8 @@ def _clear_outputs(out_dir: Path) -> None:
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
 
 
-OUTPUTS = ("predictions", "per_sequence.csv", "per_image.csv", "summary.json", "summary.md")  # what evaluate writes
+OUTPUTS = ("predictions", "per_sequence.csv", "per_frame.csv", "per_image.csv", "curves.json", "summary.json",
+           "summary.md", "report.html", "compare.html", "figures")  # what evaluate writes
 
 
 def _check_out_dir(out_dir: Path, settings: dict, overwrite: bool, reuse: bool) -> None:
@@ -165,8 +210,8 @@ def _check_out_dir(out_dir: Path, settings: dict, overwrite: bool, reuse: bool) 
     # A summary written before the guided filter existed was made without it.
     earlier.setdefault("guided_filter", None)
     earlier.setdefault("precision", None if earlier.get("test_scales") is None else "fp32")  # before bf16: fp32
-    changed = [key for key in ("benchmark", "mode", "model", "test_scales", "guided_filter", "precision")
-               if key in earlier and earlier[key] != settings[key]]
+    compared = ("benchmark", "mode", "model", "model_sha256", "test_scales", "guided_filter", "precision")
+    changed = [key for key in compared if key in earlier and earlier[key] != settings[key]]
     if changed:
         raise EvaluationError(f"{out_dir}: its cached predictions were made with another "
                               f"{', '.join(changed)}; use another --out or --overwrite")
@@ -211,7 +256,8 @@ class Predictions:
         return quantised.astype(np.float32) / 255
 
 
-def _evaluate_videos(segmenter, sequences, predictions: Predictions, adapt_steps: int, threshold: float, progress):
+def _evaluate_videos(segmenter, sequences, predictions: Predictions, adapt_steps: int, threshold: float,
+                     progress) -> VideoScores:
     scores = VideoScores()
     for sequence in tqdm(sequences, desc="sequences", unit="seq", disable=not progress):
         indices = sorted(sequence.annotations)
@@ -221,9 +267,9 @@ def _evaluate_videos(segmenter, sequences, predictions: Predictions, adapt_steps
         if maps is None:
             maps = _segment_sequence(segmenter, sequence, indices, adapt_steps, progress)
             maps = [predictions.save(sequence.name, name, soft) for name, soft in zip(names, maps)]
-        for soft, truth in zip(maps, truths):
-            scores.add(sequence.name, binarise(soft, threshold), truth)
-    return scores.per_sequence(), scores.summary()
+        for name, soft, truth in zip(names, maps, truths):
+            scores.add(sequence.name, binarise(soft, threshold), truth, frame=name)
+    return scores
 
 
 def _segment_sequence(segmenter, sequence, indices: list, adapt_steps: int, progress) -> list:
@@ -248,7 +294,7 @@ def _readable(sequence) -> Video:
     return Video(sequence.name, frames)
 
 
-def _evaluate_saliency(segmenter, items, predictions: Predictions, progress):
+def _evaluate_saliency(segmenter, items, predictions: Predictions, progress) -> SaliencyScores:
     scores = SaliencyScores()
     for item in tqdm(items, desc="images", unit="image", disable=not progress):
         truth = load_saliency_mask(item)
@@ -257,7 +303,7 @@ def _evaluate_saliency(segmenter, items, predictions: Predictions, progress):
             image = read_image(item.image)
             cached = [predictions.save("images", item.name, segment_images(segmenter, [image])[0])]
         scores.add(cached[0], truth, name=item.name)
-    return scores.per_image(), scores.summary()
+    return scores
 
 
 def _paper(benchmark: str, mode: str, scores: dict) -> list:
@@ -268,7 +314,8 @@ def _paper(benchmark: str, mode: str, scores: dict) -> list:
 def format_markdown(summary: dict) -> str:
     """The summary as a Markdown report: settings, every score, and the paper's numbers beside ours."""
     lines = [f"# {summary['benchmark']}, {summary['mode']}", ""]
-    for key in ("model", "root", "split", "resolution", "adapt_steps", "test_scales", "guided_filter", "threshold"):
+    for key in ("model", "model_sha256", "root", "images", "masks", "split", "resolution", "adapt_steps",
+                "test_scales", "guided_filter", "threshold"):
         value = summary.get(key)
         if key == "guided_filter" and value:
             value = f"radius {value['radius']} of the shorter edge, eps {value['eps']}"

@@ -150,11 +150,24 @@ class VideoScores:
         self.boundary_tolerance = boundary_tolerance
         self.j = {}  # {sequence: [per-frame J]}
         self.f = {}  # {sequence: [per-frame F]}
+        self.frames = {}  # {sequence: [frame names]}
 
-    def add(self, sequence, pred, gt):
-        """Score one frame of a sequence: pred and gt are boolean (H, W) masks (numpy or torch)."""
+    def add(self, sequence, pred, gt, frame=None):
+        """Score one frame of a sequence: pred and gt are boolean (H, W) masks (numpy or torch);
+        ``frame`` names it in `per_frame` (default: its position in the sequence)."""
+        names = self.frames.setdefault(sequence, [])
+        names.append(str(len(names)) if frame is None else frame)
         self.j.setdefault(sequence, []).append(jaccard(pred, gt))
         self.f.setdefault(sequence, []).append(boundary_f(pred, gt, self.boundary_tolerance))
+
+    def per_frame(self):
+        """Rows {sequence, frame, J, F}, one per scored frame, in order added: what the per-sequence
+        statistics summarise, kept to show where a sequence fails."""
+        return [
+            {"sequence": sequence, "frame": frame, "J": j, "F": f}
+            for sequence, names in self.frames.items()
+            for frame, j, f in zip(names, self.j[sequence], self.f[sequence])
+        ]
 
     def per_sequence(self):
         """Rows {sequence, frames, J_mean, J_recall, J_decay, F_mean, F_recall, F_decay, JF_mean}, in order added."""
@@ -214,6 +227,8 @@ class SaliencyScores:
     are averaged over images, then "max" is the curve's maximum and "mean" its mean;
     "adaptive" thresholds each map at twice its mean (capped at 1) and averages over images.
     The E-measure is reported the same three ways; MAE and S-measure are means over images.
+    Precision and recall are averaged over images at the same thresholds, for the
+    precision-recall curve (`curves`).
     """
 
     def __init__(self):
@@ -224,7 +239,11 @@ class SaliencyScores:
         self._fbeta_handler = py_sod_metrics.FmeasureHandler(
             with_dynamic=True, with_adaptive=True, beta=FBETA_BETA_SQUARED
         )
-        self._fbeta = py_sod_metrics.FmeasureV2({"fbeta": self._fbeta_handler})
+        self._fmeasure = py_sod_metrics.FmeasureV2({
+            "fbeta": self._fbeta_handler,
+            "precision": py_sod_metrics.PrecisionHandler(with_dynamic=True, with_adaptive=False),
+            "recall": py_sod_metrics.RecallHandler(with_dynamic=True, with_adaptive=False),
+        })
         self._mae = py_sod_metrics.MAE()
         self._s_measure = py_sod_metrics.Smeasure()
         self._e_measure = py_sod_metrics.Emeasure()
@@ -234,7 +253,7 @@ class SaliencyScores:
         """Score one image: soft_map float 0..1 or uint8 0..255, gt bool or uint8 0..255, both (H, W)."""
         pred, gt = _as_uint8_map(soft_map), _as_uint8_mask(gt)
         _check_same_shape(pred, gt)
-        for metric in (self._fbeta, self._mae, self._s_measure, self._e_measure):
+        for metric in (self._fmeasure, self._mae, self._s_measure, self._e_measure):
             metric.step(pred=pred, gt=gt)
         self.names.append(str(len(self.names)) if name is None else name)
 
@@ -250,7 +269,7 @@ class SaliencyScores:
         """Dict of images, fbeta_{max,mean,adaptive}, mae, s_measure, e_measure_{max,mean,adaptive}."""
         if not self.names:
             raise ValueError("no images scored")
-        fbeta = self._fbeta.get_results()["fbeta"]
+        fbeta = self._fmeasure.get_results()["fbeta"]
         e_measure = self._e_measure.get_results()["em"]
         return {
             "images": len(self.names),
@@ -263,3 +282,13 @@ class SaliencyScores:
             "e_measure_mean": float(e_measure["curve"].mean()),
             "e_measure_adaptive": float(e_measure["adp"]),
         }
+
+    def curves(self):
+        """The mean precision, recall and F-beta over images at each of PySODMetrics' 256 thresholds,
+        in its order: entry i is grey level ``threshold[i]`` = 255 - i of the normalised map."""
+        if not self.names:
+            raise ValueError("no images scored")
+        results = self._fmeasure.get_results()
+        curves = {"threshold": list(range(255, -1, -1))}
+        curves.update({name: results[name]["dynamic"].tolist() for name in ("precision", "recall", "fbeta")})
+        return curves
