@@ -569,8 +569,45 @@ def run_semantic(args) -> int:
     return 0
 
 
+def add_app_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "app",
+        help="a local page: drop images or a short video, see the objectness map, mask and overlay",
+        description=(
+            "Serve a page in the browser on this computer (needs the extra: pip install 'objectness[app]'): "
+            "drop images or a short video (its first 300 frames), pick a checkpoint, see each frame's objectness "
+            "map, mask and overlay, move the threshold live, switch between one scale and the checkpoint's test "
+            "scales and the guided filter on or off, adapt to a video first, and download a zip of the results. "
+            "It listens on 127.0.0.1 only unless --host says otherwise, sends nothing anywhere, and keeps its "
+            "files in a temporary folder removed when it stops (Ctrl+C)."
+        ),
+        epilog="example: objectness app --port 7860   (then open http://127.0.0.1:7860)",
+    )
+    parser.add_argument("--checkpoint", metavar="CKPT",
+                        help="the page's first choice: a run folder, last.pt, .safetensors or 'centre-prior' "
+                             "(default: the shipped model)")
+    parser.add_argument("--host", default="127.0.0.1", metavar="ADDRESS",
+                        help="the address to listen on (default: 127.0.0.1, this computer only)")
+    parser.add_argument("--port", type=int, metavar="N", help="the port (default: 7860 or the next free one)")
+    parser.add_argument("--device", default="auto", metavar="D", help="auto, cpu, cuda, ... (default: auto)")
+    parser.set_defaults(run=run_app)
+
+
+def run_app(args) -> int:
+    from .tools.app import AppError, serve
+
+    try:
+        serve(args.host, args.port, args.checkpoint, args.device,
+              announce=lambda url: print(f"objectness app on {url} (Ctrl+C stops it and removes its files)",
+                                         flush=True))
+    except AppError as err:
+        print(f"objectness: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 SUBCOMMANDS = (add_train_parser, add_channels_parser, add_segment_parser, add_evaluate_parser, add_report_parser,
-               add_demo_parser, add_bench_parser, add_finetune_parser, add_semantic_parser)
+               add_demo_parser, add_bench_parser, add_finetune_parser, add_semantic_parser, add_app_parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
