@@ -79,15 +79,19 @@ def test_a_video_over_the_cap_keeps_its_first_frames_with_a_note(tmp_path):
     assert "clip.mp4: only its first 4 of 6 frames" in notes[0] and "late.png: left out" in notes[1]
 
 
-def test_a_video_too_long_to_read_is_refused_unread_with_a_note(tmp_path, monkeypatch):
-    monkeypatch.setattr(app, "MAX_DECODED_FRAMES", 5)
+def test_a_long_video_is_decoded_only_up_to_the_cap(tmp_path, monkeypatch):
+    decoded = []
+    real = app.decode_video
 
-    def refuse(*args, **kwargs):
-        raise AssertionError("the long video was decoded")
+    def counting(*args, **kwargs):
+        video, fps = real(*args, **kwargs)
+        decoded.append(len(video))
+        return video, fps
 
-    monkeypatch.setattr(app, "decode_video", refuse)
-    uploads, notes = app.read_uploads([_video(tmp_path / "clip.mp4", 6)])
-    assert uploads == [] and "clip.mp4: 6 frames, too long to read here" in notes[0] and "trim it" in notes[0]
+    monkeypatch.setattr(app, "decode_video", counting)
+    uploads, notes = app.read_uploads([_video(tmp_path / "clip.mp4", 12)], max_frames=3)
+    assert decoded == [4] and [len(u.video) for u in uploads] == [3]
+    assert "clip.mp4: only its first 3 of 12 frames" in notes[0]
 
 
 def test_video_frames_are_named_by_number_and_images_by_their_stem(tmp_path, prior):

@@ -37,6 +37,9 @@ def add_train_parser(subparsers) -> None:
     parser.add_argument("--data", metavar="SOURCE",
                         help="data.source: a DAVIS root, a folder of frame folders, a folder of "
                              "video files, one video file, or 'synthetic'")
+    parser.add_argument("--images", metavar="DIR",
+                        help="data.images: a folder of unlabeled still images (searched recursively) whose "
+                             "cached target maps f_A also learns where loss.image_weight > 0 (not the paper's)")
     parser.add_argument("--out", required=True, type=Path, metavar="RUN_DIR", help="the run folder")
     parser.add_argument("--steps", type=int, metavar="N", help="train.steps: number of optimizer steps")
     parser.add_argument("--device", metavar="D", help="train.device: auto, cpu, cuda, cuda:1, ...")
@@ -60,7 +63,8 @@ def run_train(args) -> int:
     preset = args.config
     if preset is None and args.resume and (args.out / "config.yaml").is_file():
         preset = str(args.out / "config.yaml")
-    flags = {"data.source": args.data, "train.steps": args.steps, "train.device": args.device, "train.init": args.init}
+    flags = {"data.source": args.data, "data.images": args.images, "train.steps": args.steps,
+             "train.device": args.device, "train.init": args.init}
     overrides = args.overrides + [f"{key}={value}" for key, value in flags.items() if value is not None]
     cfg = load_config(preset, overrides)
     summary = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite)

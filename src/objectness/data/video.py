@@ -155,11 +155,12 @@ def _is_frame(entry: os.DirEntry) -> bool:
     )
 
 
-def decode_video(path, name=None, max_short_edge=None) -> tuple:
+def decode_video(path, name=None, max_short_edge=None, max_frames=None) -> tuple:
     """(Video, frames per second) of every frame of a video file, JPEG-encoded in memory (random access).
 
     ``max_short_edge``: frames with a longer shorter edge are downscaled to it
     (training keeps no more than its augmentation can use); None keeps full size.
+    ``max_frames``: decoding stops after this many frames; None reads them all.
     ``name`` defaults to the file's stem. DataError if the file cannot be decoded.
     """
     import av  # only video files need PyAV
@@ -173,6 +174,8 @@ def decode_video(path, name=None, max_short_edge=None) -> tuple:
             fps = stream.average_rate
             for frame in container.decode(stream):
                 frames.append(_encode(frame.to_image(), max_short_edge))
+                if max_frames is not None and len(frames) >= max_frames:
+                    break
     except (av.FFmpegError, OSError, IndexError) as err:
         raise DataError(f"unreadable video {path}: {err}") from None
     if not frames:

@@ -40,7 +40,6 @@ from ..training.adapt import adapt
 from ..visualize import overlay, soft_map_to_png
 
 MAX_FRAMES = 300  # frames segmented per press of Segment: a long clip would keep the page waiting for minutes
-MAX_DECODED_FRAMES = 2000  # longer videos are refused unread: decode_video reads every frame (6 ms each at 480p)
 VIDEO_SHORT_EDGE = 480  # a video's frames are decoded at most this high: above every test scale of our presets
 GUIDED_RADIUS = 0.13  # the filter "on" for a checkpoint whose own radius is 0: the shipped recipe's (davis-flowfit)
 MAX_ADAPT_STEPS = 300
@@ -74,6 +73,7 @@ class Upload:
 
     video: Video
     is_video: bool
+    declared_frames: int = 0  # a video's frames as its header says, of which the first were read
 
 
 @dataclass
@@ -102,7 +102,7 @@ def read_uploads(paths, max_frames: int = MAX_FRAMES) -> tuple:
     uploads, notes, room = [], [], max_frames
     for path in map(Path, paths):
         try:
-            upload = _read_upload(path)
+            upload = _read_upload(path, max_frames=room + 1)
         except DataError as err:
             notes.append(str(err))
             continue
@@ -110,7 +110,8 @@ def read_uploads(paths, max_frames: int = MAX_FRAMES) -> tuple:
             notes.append(f"{path.name}: left out: {max_frames} frames at most are segmented at a time")
             continue
         if len(upload.video) > room:
-            notes.append(f"{path.name}: only its first {room} of {len(upload.video)} frames are segmented "
+            total = max(upload.declared_frames, len(upload.video))
+            notes.append(f"{path.name}: only its first {room} of {total} frames are segmented "
                          f"({max_frames} at most at a time, so that the page stays quick)")
             upload = Upload(Video(upload.video.name, upload.video.frames[:room]), upload.is_video)
         uploads.append(upload)
@@ -118,16 +119,14 @@ def read_uploads(paths, max_frames: int = MAX_FRAMES) -> tuple:
     return uploads, notes
 
 
-def _read_upload(path: Path) -> Upload:
-    """An image or a video file; DataError naming it by its name (Gradio's copy lies in a folder of its own)."""
+def _read_upload(path: Path, max_frames: int) -> Upload:
+    """An image or a video file (at most its first ``max_frames`` frames decoded); DataError naming it by
+    its name (Gradio's copy lies in a folder of its own)."""
     unreadable = DataError(f"{path.name}: not an image or a video that can be read; left out")
     if path.suffix.lower() in VIDEO_SUFFIXES:
-        frames = _declared_frames(path)
-        if frames > MAX_DECODED_FRAMES:
-            raise DataError(f"{path.name}: {frames} frames, too long to read here; left out (trim it to "
-                            f"{MAX_DECODED_FRAMES} frames or fewer; the first {MAX_FRAMES} are segmented)")
         try:
-            return Upload(decode_video(path, path.stem, max_short_edge=VIDEO_SHORT_EDGE)[0], True)
+            video = decode_video(path, path.stem, max_short_edge=VIDEO_SHORT_EDGE, max_frames=max_frames)[0]
+            return Upload(video, True, _declared_frames(path))
         except DataError:
             raise unreadable from None
     try:
