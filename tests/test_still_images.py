@@ -150,3 +150,23 @@ def test_training_on_still_images_lowers_their_loss(tmp_path, tiny_overrides):
     lines = [line for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if '"image"' in line]
     losses = [json.loads(line)["image"] for line in lines]
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])
+
+
+def test_a_model_trained_on_still_images_adapts_to_a_video_without_them(tmp_path, tiny_config):
+    import dataclasses
+
+    from objectness.data import synthetic
+    from objectness.inference.segmenter import load_segmenter, segment_images
+    from objectness.training.adapt import adapt
+
+    video = synthetic.make_video(tiny_config.data.synthetic, 0).frames
+    loss = dataclasses.replace(tiny_config.loss, flow_fit_weight=1.0, view_synthesis_weight=0.0, image_weight=1.0,
+                               image_prior_weight=1.0)
+    data = dataclasses.replace(tiny_config.data, images=str(tmp_path / "gone"), flow_cache=str(tmp_path / "flow"))
+    cfg = dataclasses.replace(tiny_config, loss=loss, data=data)
+    torch.manual_seed(0)
+    save_weights(tmp_path / "m.safetensors", AMD(cfg.model), cfg, metadata(objectness_channel=0))
+    segmenter = load_segmenter(tmp_path / "m.safetensors", device="cpu")
+    adapted = adapt(segmenter, video, steps=2, progress=False)  # the flow fit alone; the images are gone
+    assert not torch.equal(torch.as_tensor(segment_images(adapted, video[:1])[0]),
+                           torch.as_tensor(segment_images(segmenter, video[:1])[0]))

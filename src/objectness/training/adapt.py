@@ -31,8 +31,8 @@ def adapt(segmenter: Segmenter, frames, steps: int, progress: bool = True, seed:
     ``steps`` steps of the training objective with Adam at the config's train.lr
     (constant) on batches of train.batch_size pairs at data.gap, resized,
     cropped and flipped as in training; a model trained with the flow fit also
-    fits the video's own DIS flow. The distillation term is left out (its
-    teachers are not at hand at test time). ``segmenter`` is left untouched.
+    fits the video's own DIS flow. The distillation and still-image terms are
+    left out (their teachers and images are not at hand at test time). ``segmenter`` is left untouched.
     frames: a data.Video or a sequence of uint8 (H, W, 3) frames.
     """
     video = as_video(frames)
@@ -47,7 +47,7 @@ def adapt(segmenter: Segmenter, frames, steps: int, progress: bool = True, seed:
         log.info("video '%s' has one frame, no pair to adapt on: segmenting it per image", video.name)
         return segmenter
     cfg, device = segmenter.cfg, segmenter.device
-    cfg = dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, distill_weight=0.0))
+    cfg = dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, distill_weight=0.0, image_weight=0.0))
     if not (cfg.loss.view_synthesis_weight or cfg.loss.uses_classical_flow):
         if not segmenter.adaptation_noted:
             log.warning("this model was trained on its teachers' maps alone: without them there is no objective "
