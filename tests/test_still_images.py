@@ -113,11 +113,13 @@ def test_the_target_is_the_weighted_mean_of_its_caches(tmp_path, tiny_overrides)
     torch.testing.assert_close(dataset[0]["targets"], torch.full((64, 64), 0.25))
 
 
-def test_image_training_needs_its_folder_and_teachers_or_the_prior_alone(tiny_overrides):
+def test_image_training_needs_its_folder_and_teachers_or_the_prior_alone(tmp_path, tiny_overrides):
+    folder = _folder(tmp_path, count=1, broken=False)
     with pytest.raises(ConfigError, match="data.images"):
-        load_config(None, [*tiny_overrides, "loss.image_weight=1", "loss.image_prior_weight=1"])
+        train(load_config(None, [*tiny_overrides, "loss.image_weight=1", "loss.image_prior_weight=1"]), tmp_path / "a")
     with pytest.raises(ConfigError, match="distill_from"):
-        load_config(None, [*tiny_overrides, "loss.image_weight=1", "data.images=x", "loss.image_prior_weight=0.5"])
+        train(load_config(None, [*tiny_overrides, "loss.image_weight=1", f"data.images={folder}"]), tmp_path / "b")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # refused before the run folder
     with pytest.raises(ConfigError, match="image_prior_weight"):
         load_config(None, [*tiny_overrides, "loss.image_prior_weight=1.5"])
 

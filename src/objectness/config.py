@@ -447,8 +447,6 @@ def validate(cfg):
     _non_negative("train.grad_clip", t.grad_clip)
     _non_negative("train.time_limit", t.time_limit)
     _at_least("train.stop_after", t.stop_after, 0)
-    if cfg.loss.image_weight and cfg.data.images is None:
-        raise ConfigError("loss.image_weight teaches still images: name their folder in data.images")
     if cfg.data.on_device and cfg.loss.uses_classical_flow:
         raise ConfigError("loss.flow_fit_weight and loss.motion_mask_weight need classical flow, "
                           "which data.on_device does not load; set data.on_device=false")
@@ -511,9 +509,6 @@ def check_loss(cfg: LossConfig, model: Optional[ModelConfig] = None) -> None:
     if cfg.paste_weight and not (len(scales) == 2 and all(_is_number(v) for v in scales)
                                  and 0 < scales[0] <= scales[1] < math.inf):
         raise ConfigError(f"loss.paste_scale_range must be [low, high] with 0 < low <= high, got {list(scales)}")
-    if cfg.image_weight and cfg.image_prior_weight < 1 and not cfg.distill_from:
-        raise ConfigError("loss.image_weight with loss.image_prior_weight < 1 needs teachers in loss.distill_from "
-                          "(or loss.image_prior_weight=1: the classical prior alone)")
     if cfg.distill_weight and cfg.motion_mask_weight and cfg.distill_channel != cfg.motion_mask_channel:
         raise ConfigError("loss.distill_channel and loss.motion_mask_channel teach two channels to be the "
                           "objectness channel; make them equal")

@@ -25,6 +25,8 @@ from ..model.checkpoint import LAST, WEIGHTS
 
 def build_image_dataset(cfg: Config, device, seed: int) -> ImageDataset:
     """The still images of ``cfg.data.images`` with their cached target maps."""
+    if cfg.data.images is None:
+        raise ConfigError("loss.image_weight teaches still images: name their folder (--images or data.images)")
     images = StillImages(cfg.data.images)
     weight = cfg.loss.image_prior_weight
     targets = []
