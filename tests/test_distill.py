@@ -191,3 +191,23 @@ def test_a_distilled_model_adapts_without_its_teachers(tmp_path, tiny_config, ca
     assert adapt(segmenter, video, steps=2, progress=False) is segmenter
     assert adapt(segmenter, video, steps=2, progress=False) is segmenter
     assert caplog.text.count("teachers' maps alone") == 1
+
+
+def test_adaptation_anchored_to_the_models_own_maps_moves_them_less(tmp_path, tiny_config):
+    from objectness.data import synthetic
+    from objectness.inference.segmenter import load_segmenter, segment_images
+    from objectness.training.adapt import adapt
+
+    video = synthetic.make_video(tiny_config.data.synthetic, 0).frames
+    flow_fit = dataclasses.replace(tiny_config.loss, flow_fit_weight=1.0, view_synthesis_weight=0.0)
+    data = dataclasses.replace(tiny_config.data, flow_cache=str(tmp_path / "flow"))
+    fast = dataclasses.replace(tiny_config.train, lr=5e-3)  # adaptation runs at train.lr
+    moved = {}
+    for anchor in (0.0, 20.0):
+        cfg = dataclasses.replace(tiny_config, loss=dataclasses.replace(flow_fit, adapt_self_weight=anchor), data=data,
+                                  train=fast)
+        segmenter = load_segmenter(_teacher(tmp_path / f"m{anchor}.safetensors", cfg, 1, seed=0), device="cpu")
+        before = segment_images(segmenter, video[:2])
+        after = segment_images(adapt(segmenter, video, steps=6, progress=False), video[:2])
+        moved[anchor] = float(np.mean([np.abs(a - b).mean() for a, b in zip(after, before)]))
+    assert 0 < moved[20.0] < 0.7 * moved[0.0], moved

@@ -108,6 +108,10 @@ class LossConfig:
     # The image target's share from the classical background-connectivity prior (data/saliency_prior.py);
     # the rest is the teachers' (loss.distill_from) objectness map. 1 = the prior alone.
     image_prior_weight: float = 0.5
+    # Not the paper's (0 there): during test-time adaptation, the objectness channel also learns the
+    # unadapted model's own objectness maps (binary cross-entropy): an anchor, so that fitting the
+    # video's motion does not move objectness to another channel (training/adapt.py).
+    adapt_self_weight: float = 0.0
     # Weight of view synthesis (eq. 8), 1 in the paper; 0 trains f_A on the
     # flow fit alone, without running f_M (one process only).
     view_synthesis_weight: float = 1.0
@@ -489,7 +493,8 @@ def check_loss(cfg: LossConfig, model: Optional[ModelConfig] = None) -> None:
     _one_of("loss.ssim", cfg.ssim, ("masked", "padded"))
     _one_of("loss.flow_fit_model", cfg.flow_fit_model, ("affine", "constant"))
     for key in ("l1_weight", "ssim_weight", "occlusion_threshold", "smooth_weight", "flow_fit_weight",
-                "motion_mask_weight", "distill_weight", "paste_weight", "view_synthesis_weight", "image_weight"):
+                "motion_mask_weight", "distill_weight", "paste_weight", "view_synthesis_weight", "image_weight",
+                "adapt_self_weight"):
         _non_negative(f"loss.{key}", getattr(cfg, key))
     if not cfg.level_weights:
         raise ConfigError("loss.level_weights must hold at least one weight, got []")

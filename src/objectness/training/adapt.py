@@ -21,6 +21,7 @@ from ..data.pairs import PairDataset
 from ..data.video import as_video
 from ..inference.segmenter import Segmenter
 from .step import make_optimizer, optimisation_step
+from .teachers import Teachers
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,9 @@ def adapt(segmenter: Segmenter, frames, steps: int, progress: bool = True, seed:
     (constant) on batches of train.batch_size pairs at data.gap, resized,
     cropped and flipped as in training; a model trained with the flow fit also
     fits the video's own DIS flow. The distillation and still-image terms are
-    left out (their teachers and images are not at hand at test time). ``segmenter`` is left untouched.
+    left out (their teachers and images are not at hand at test time); with
+    ``loss.adapt_self_weight`` the objectness channel learns instead the unadapted
+    model's own maps, at that weight. ``segmenter`` is left untouched.
     frames: a data.Video or a sequence of uint8 (H, W, 3) frames.
     """
     video = as_video(frames)
@@ -47,7 +50,9 @@ def adapt(segmenter: Segmenter, frames, steps: int, progress: bool = True, seed:
         log.info("video '%s' has one frame, no pair to adapt on: segmenting it per image", video.name)
         return segmenter
     cfg, device = segmenter.cfg, segmenter.device
-    cfg = dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, distill_weight=0.0, image_weight=0.0))
+    anchor = cfg.loss.adapt_self_weight
+    cfg = dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, distill_weight=anchor, image_weight=0.0,
+                                                            paste_weight=0.0, distill_channel=segmenter.channel))
     if not (cfg.loss.view_synthesis_weight or cfg.loss.uses_classical_flow):
         if not segmenter.adaptation_noted:
             log.warning("this model was trained on its teachers' maps alone: without them there is no objective "
@@ -59,6 +64,7 @@ def adapt(segmenter: Segmenter, frames, steps: int, progress: bool = True, seed:
     if cfg.loss.uses_classical_flow:  # the objective reads the video's own classical flow: computed here, not cached
         flows = FlowCache(*compute_flows([video], data_cfg.gap, cache_short_edge(data_cfg), progress=progress))
     pairs = PairDataset([video], data_cfg, seed=seed, flows=flows)
+    teachers = Teachers.of_model(segmenter.model, segmenter.cfg, segmenter.channel, data_cfg.short_edge) if anchor else None
     model = copy.deepcopy(segmenter.model).train()
     optimizer, _ = make_optimizer(model, cfg.train)  # its poly schedule is never stepped: lr stays train.lr
     batch_size = cfg.train.batch_size
@@ -72,5 +78,5 @@ def adapt(segmenter: Segmenter, frames, steps: int, progress: bool = True, seed:
             items = [pairs[step * batch_size + i] for i in range(batch_size)]
             batch = torch.stack([item["frames"] for item in items])  # (B, 2, 3, H, W)
             flow = torch.stack([item["flows"] for item in items]).to(device) if flows is not None else None
-            optimisation_step(model, optimizer, batch.to(device), cfg, segmenter.precision, flow)
+            optimisation_step(model, optimizer, batch.to(device), cfg, segmenter.precision, flow, teachers)
     return dataclasses.replace(segmenter, model=model.eval())

@@ -9,6 +9,8 @@ is averaged down to the student's mask grid.
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -39,11 +41,22 @@ class Teachers:
             if channel is None:
                 raise CheckpointError(f"teacher {path}: no objectness channel is stored with it; "
                                       "run `objectness channels` on it first")
-            appearance = model.appearance.eval().requires_grad_(False)
-            relative = inference_short_edge(cfg) / student_short_edge
-            scales = [relative * s for s in check_test_scales(cfg.data.test_scales)]
-            guided = check_guided_filter(cfg.data.test_guided_radius, cfg.data.test_guided_eps)
-            self.members.append((appearance, channel, scales, guided))
+            self._add(model, cfg, channel, student_short_edge)
+
+    @classmethod
+    def of_model(cls, model, cfg, channel: int, student_short_edge: int) -> "Teachers":
+        """A frozen copy of one model in memory as the only teacher (test-time adaptation's anchor)."""
+        teachers = cls.__new__(cls)
+        teachers.members = []
+        teachers._add(copy.deepcopy(model), cfg, channel, student_short_edge)
+        return teachers
+
+    def _add(self, model, cfg, channel: int, student_short_edge: int) -> None:
+        appearance = model.appearance.eval().requires_grad_(False)
+        relative = inference_short_edge(cfg) / student_short_edge
+        scales = [relative * s for s in check_test_scales(cfg.data.test_scales)]
+        guided = check_guided_filter(cfg.data.test_guided_radius, cfg.data.test_guided_eps)
+        self.members.append((appearance, channel, scales, guided))
 
     @torch.no_grad()
     def objectness(self, images: torch.Tensor, size) -> torch.Tensor:
