@@ -37,3 +37,14 @@ def test_a_uniform_image_has_no_object():
 def test_only_8_bit_rgb_is_accepted():
     with pytest.raises(ValueError, match="uint8 RGB"):
         rbd_saliency(np.zeros((32, 32), dtype=np.uint8))
+
+
+def test_the_saliency_prior_is_a_baseline_checkpoint_at_the_images_size():
+    from objectness.inference.segmenter import load_segmenter, segment_images
+
+    image = _textured_background(height=240, width=320)
+    image[80:160, 120:200] = (220, 40, 40)
+    segmenter = load_segmenter("saliency-prior", device="cpu")
+    soft = segment_images(segmenter, [image])[0]
+    assert segmenter.is_baseline and soft.shape == (240, 320)
+    assert soft[90:150, 130:190].mean() > 0.7 and soft[:60].mean() < 0.15

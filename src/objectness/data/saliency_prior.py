@@ -105,13 +105,14 @@ def prior_maps(images, cache_dir=None):
     from .images import load_or_compute_maps
 
     def prior(image: np.ndarray) -> np.ndarray:
-        return rbd_saliency(_shrink_image(image, PRIOR_SHORT_EDGE))
+        return rbd_saliency(shrink_image(image, PRIOR_SHORT_EDGE))
 
     key = f"rbd-v1-{PRIOR_SHORT_EDGE}-{images.digest()}"
     return load_or_compute_maps(images, key, prior, "saliency prior of data.images", cache_dir)
 
 
-def _shrink_image(image: np.ndarray, short_edge: int) -> np.ndarray:
+def shrink_image(image: np.ndarray, short_edge: int) -> np.ndarray:
+    """An (H, W, 3) uint8 image resized (bicubic) to a shorter edge of ``short_edge`` where it is larger."""
     from PIL import Image
 
     h, w = image.shape[:2]

@@ -157,21 +157,21 @@ def _weights_sha256(model_name: str):
 
 def _test_scales(segmenter):
     """The scales whose maps the segmenter averages (None for the centre prior, which has none)."""
-    if segmenter is None or segmenter.is_centre_prior:
+    if segmenter is None or segmenter.is_baseline:
         return None
     return list(segmenter.scales)
 
 
 def _precision(segmenter):
     """What f_A computed in (None for the centre prior)."""
-    if segmenter is None or segmenter.is_centre_prior:
+    if segmenter is None or segmenter.is_baseline:
         return None
     return segmenter.precision
 
 
 def _guided_filter(segmenter):
     """{radius, eps} of the segmenter's guided filter (inference/refine.py), or None when it has none."""
-    if segmenter is None or segmenter.is_centre_prior or segmenter.guided_radius == 0:
+    if segmenter is None or segmenter.is_baseline or segmenter.guided_radius == 0:
         return None
     return {"radius": segmenter.guided_radius, "eps": segmenter.guided_eps}
 

@@ -21,9 +21,11 @@ from typing import Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from tqdm import tqdm
 
 from ..config import Config, check_guided_filter, check_test_scales
+from ..data.saliency_prior import PRIOR_SHORT_EDGE, rbd_saliency, shrink_image
 from ..data.video import FrameError, Video, as_rgb_array, as_video
 from ..device import autocast, memory_format, resolve_device, resolve_precision
 from ..model.checkpoint import CheckpointError, load_model
@@ -38,13 +40,16 @@ from .sizing import (
 
 log = logging.getLogger(__name__)
 
-CENTRE_PRIOR = "centre-prior"  # the checkpoint name of the baseline with no weights
+CENTRE_PRIOR = "centre-prior"  # checkpoint names of the baselines with no weights: a Gaussian blob at the centre,
+SALIENCY_PRIOR = "saliency-prior"  # and the classical background-connectivity prior (data/saliency_prior.py)
+BASELINES = (CENTRE_PRIOR, SALIENCY_PRIOR)
 BATCH_SIZE = 8  # images per forward pass at test time
 
 
 @dataclass
 class Segmenter:
-    """A trained model, its objectness channel and device; ``model`` None is the centre-prior baseline."""
+    """A trained model, its objectness channel and device; ``model`` None is a baseline with no weights
+    (``baseline``: the centre prior or the saliency prior)."""
 
     model: Optional[torch.nn.Module]  # an AMD in eval mode
     cfg: Optional[Config]
@@ -56,9 +61,10 @@ class Segmenter:
     guided_eps: float = 0.001
     precision: str = "fp32"  # bf16 or fp32: f_A under bf16 autocast, or not (and adaptation likewise)
     adaptation_noted: bool = field(default=False, repr=False)  # the baseline said once it cannot adapt
+    baseline: str = CENTRE_PRIOR  # which baseline, where model is None
 
     @property
-    def is_centre_prior(self) -> bool:
+    def is_baseline(self) -> bool:
         return self.model is None
 
 
@@ -91,8 +97,8 @@ def load_segmenter(checkpoint=None, channel: Optional[int] = None, device="auto"
     device = resolve_device(device)
     if checkpoint is None:
         checkpoint = default_checkpoint()
-    if str(checkpoint) == CENTRE_PRIOR:
-        return Segmenter(None, None, None, device)
+    if str(checkpoint) in BASELINES:
+        return Segmenter(None, None, None, device, baseline=str(checkpoint))
     model, cfg, meta = load_model(checkpoint, map_location=device)
     model = memory_format(model, cfg.train.channels_last)
     precision = resolve_precision(precision or cfg.train.precision, device)
@@ -125,14 +131,23 @@ def _objectness(segmenter: Segmenter, images: list) -> list:
     the objectness channel at each of the segmenter's scales, upsampled to the images, then
     refined by the guided filter of each image where the segmenter has a radius."""
     height, width = images[0].shape[:2]
-    if segmenter.is_centre_prior:
-        return [centre_prior(height, width) for _ in images]
+    if segmenter.is_baseline:
+        return [_baseline_map(segmenter, image) for image in images]
     batch = frames_to_tensor(np.stack(images)).to(segmenter.device)  # (B, 3, H, W)
     sizes = [inference_size(height, width, edge) for edge in scaled_short_edges(segmenter.short_edge, segmenter.scales)]
     with autocast(segmenter.device, segmenter.precision):
         maps = mean_objectness(segmenter.model.appearance.eval(), batch, segmenter.channel, sizes, (height, width))
     return [refine_objectness(image, soft, segmenter.guided_radius, segmenter.guided_eps)
             for image, soft in zip(images, maps.clamp(0, 1).cpu().numpy())]
+
+
+def _baseline_map(segmenter: Segmenter, image: np.ndarray) -> np.ndarray:
+    """The map of a baseline with no weights: the centre prior, or the saliency prior at its own scale."""
+    if segmenter.baseline == SALIENCY_PRIOR:
+        prior = rbd_saliency(shrink_image(image, PRIOR_SHORT_EDGE))
+        size = (image.shape[1], image.shape[0])
+        return np.asarray(Image.fromarray(prior, mode="F").resize(size, Image.Resampling.BILINEAR), dtype=np.float32)
+    return centre_prior(*image.shape[:2])
 
 
 def segment_images(segmenter: Segmenter, images, batch_size: int = BATCH_SIZE) -> list:
@@ -191,14 +206,14 @@ def all_channels(segmenter: Segmenter, frame1, frame2=None) -> tuple:
     frame1, frame2: uint8 (H, W, 3). Returns soft masks, float (c, H, W), and the
     segment flow, (2, H, W) in pixels of frame1 (None without frame2, or for a model
     trained without view synthesis), on the CPU.
-    The centre-prior baseline has one channel and no flow.
+    A baseline has one channel and no flow.
     """
     frame1 = as_rgb_array(frame1)
     height, width = frame1.shape[:2]
-    if frame2 is not None and not segmenter.is_centre_prior and not segmenter.cfg.loss.view_synthesis_weight:
+    if frame2 is not None and not segmenter.is_baseline and not segmenter.cfg.loss.view_synthesis_weight:
         frame2 = None  # f_M was never trained (the flow fit alone): its segment flow means nothing
-    if segmenter.is_centre_prior:
-        return torch.from_numpy(centre_prior(height, width))[None], None
+    if segmenter.is_baseline:
+        return torch.from_numpy(_baseline_map(segmenter, frame1))[None], None
     model = segmenter.model.eval()
     image1 = _to_inference_size([frame1], segmenter)  # (1, 3, h, w)
     if frame2 is None:

@@ -158,7 +158,7 @@ def load_app_segmenter(checkpoint=None, single_scale: bool = False, guided: bool
     where that is 0) or without it."""
     segmenter = load_segmenter(checkpoint, device=device, scales=[1.0] if single_scale else None,
                                guided_radius=None if guided else 0.0)
-    if guided and not segmenter.is_centre_prior and segmenter.guided_radius == 0:
+    if guided and not segmenter.is_baseline and segmenter.guided_radius == 0:
         segmenter = dataclasses.replace(segmenter, guided_radius=GUIDED_RADIUS)
     return segmenter
 
@@ -225,7 +225,7 @@ def run_segmentation(paths, checkpoint=None, single_scale: bool = False, guided:
         segmenter = load_app_segmenter(checkpoint, single_scale, guided, device)
     except USER_ERRORS as err:
         return None, _message(f"This checkpoint cannot be used: {err}", notes)
-    adapted = adapt_steps if any(u.is_video for u in uploads) and not segmenter.is_centre_prior else 0
+    adapted = adapt_steps if any(u.is_video for u in uploads) and not segmenter.is_baseline else 0
     if adapt_steps and not adapted:
         notes.append("no adaptation: it needs a video, and weights to adapt (the centre prior has none)")
     start = time.perf_counter()
@@ -245,7 +245,7 @@ def run_segmentation(paths, checkpoint=None, single_scale: bool = False, guided:
 
 def _settings(segmenter: Segmenter, checkpoint, adapt_steps: int) -> dict:
     name = SHIPPED if checkpoint is None else str(checkpoint)
-    if segmenter.is_centre_prior:
+    if segmenter.is_baseline:
         return {"checkpoint": name}
     return {"checkpoint": name, "channel": segmenter.channel, "scales": list(segmenter.scales),
             "guided_radius": segmenter.guided_radius, "precision": segmenter.precision, "adapt_steps": adapt_steps}

@@ -41,9 +41,9 @@ def adapt(segmenter: Segmenter, frames, steps: int, progress: bool = True, seed:
     video = as_video(frames)
     if steps <= 0:
         return segmenter
-    if segmenter.is_centre_prior:
+    if segmenter.is_baseline:
         if not segmenter.adaptation_noted:
-            log.warning("the centre-prior baseline has no weights: test-time adaptation does nothing for it")
+            log.warning("the %s baseline has no weights: test-time adaptation does nothing for it", segmenter.baseline)
             segmenter.adaptation_noted = True
         return segmenter
     if len(video) < 2:
