@@ -211,3 +211,11 @@ def test_adaptation_anchored_to_the_models_own_maps_moves_them_less(tmp_path, ti
         after = segment_images(adapt(segmenter, video, steps=6, progress=False), video[:2])
         moved[anchor] = float(np.mean([np.abs(a - b).mean() for a, b in zip(after, before)]))
     assert 0 < moved[20.0] < 0.7 * moved[0.0], moved
+
+
+def test_sharpened_targets_move_away_from_one_half_and_stay_in_0_1():
+    from objectness.training.step import sharpened
+
+    target = torch.tensor([0.0, 0.3, 0.5, 0.6, 0.9, 1.0])
+    torch.testing.assert_close(sharpened(target, 2.0), torch.tensor([0.0, 0.1, 0.5, 0.7, 1.0, 1.0]))
+    assert sharpened(target, 1.0) is target

@@ -97,6 +97,10 @@ class LossConfig:
     distill_weight: float = 0.0
     distill_from: tuple = ()  # the teachers: run folders or weight files, each with its objectness channel
     distill_channel: int = 0  # the channel that learns the teachers' map: the objectness channel
+    # The targets of the distillation and of the still images sharpened around 0.5 before they are
+    # learned: 0.5 + gain x (target - 0.5), clipped to 0..1; 1 leaves them as they are. Soft targets
+    # teach soft maps, and a map binarised at 0.5 needs to be confident on either side of it.
+    distill_gain: float = 1.0
     # Not the paper's (0 there): with the distillation, each frame's object (the
     # teachers' map as its alpha) pasted, moved and rescaled, onto another frame
     # of the batch; the channel learns the composite's map (objectives/distillation.py).
@@ -505,6 +509,7 @@ def check_loss(cfg: LossConfig, model: Optional[ModelConfig] = None) -> None:
     if cfg.paste_weight and not cfg.distill_weight:
         raise ConfigError("loss.paste_weight pastes the objects of the teachers' maps: it needs loss.distill_weight > 0")
     _in_range("loss.image_prior_weight", cfg.image_prior_weight, 0, 1)
+    _in_range("loss.distill_gain", cfg.distill_gain, 1, 100)
     if not (cfg.view_synthesis_weight or cfg.flow_fit_weight or cfg.motion_mask_weight or cfg.distill_weight
             or cfg.image_weight):
         raise ConfigError("every term of the objective has weight 0 (loss.view_synthesis_weight, "

@@ -70,6 +70,7 @@ def training_step(model, frames, loss_cfg, flows=None, teachers=None, images=Non
             target1, target2 = F.interpolate(full[:, None], size=tuple(size), mode="area")[:, 0].chunk(2)
         else:
             target1, target2 = teachers.objectness(torch.cat([frame1, frame2]), size).chunk(2)  # (B, h, w) each
+        target1, target2 = sharpened(target1, loss_cfg.distill_gain), sharpened(target2, loss_cfg.distill_gain)
         bce = (distillation_loss(target1, out.masks1, channel) + distillation_loss(target2, out.masks2, channel)) / 2
         loss = loss + loss_cfg.distill_weight * bce
         terms["distill"] = bce.detach()
@@ -91,10 +92,15 @@ def training_step(model, frames, loss_cfg, flows=None, teachers=None, images=Non
         # The objectness channel learns each still image's target map (training/image_targets.py).
         masks = distributed.unwrap(model).appearance(images["images"])  # (Bi, c, h, w)
         target = F.interpolate(images["targets"][:, None], size=tuple(masks.shape[-2:]), mode="area")[:, 0]
-        still = distillation_loss(target, masks, loss_cfg.distill_channel)
+        still = distillation_loss(sharpened(target, loss_cfg.distill_gain), masks, loss_cfg.distill_channel)
         loss = loss + loss_cfg.image_weight * still
         terms["image"] = still.detach()
     return loss, terms, out
+
+
+def sharpened(target: torch.Tensor, gain: float) -> torch.Tensor:
+    """A soft target map pushed away from 0.5: 0.5 + gain x (target - 0.5), clipped to 0..1 (``loss.distill_gain``)."""
+    return target if gain == 1 else (0.5 + gain * (target - 0.5)).clamp(0, 1)
 
 
 def taught_channel(loss_cfg):
