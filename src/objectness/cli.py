@@ -490,7 +490,7 @@ def add_finetune_parser(subparsers) -> None:
             "(VOC 2012, + SBD's SegmentationClassAug for train_aug), folders (images/, labels/, classes.txt)."
         ),
         epilog="example: objectness finetune --config finetune-cpu --dataset camvid --data ../shared/data/camvid "
-               "--init src/objectness/weights/amd-davis2016-flowfit.safetensors --out runs/camvid-amd",
+               "--init src/objectness/weights/amd-davis2016-dutstr.safetensors --out runs/camvid-amd",
     )
     parser.add_argument("--config", metavar="PRESET_OR_YAML",
                         help="finetune-paper (VOC, the paper's recipe; the default values), finetune-cpu or a YAML "

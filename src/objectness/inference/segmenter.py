@@ -68,7 +68,7 @@ class Segmenter:
         return self.model is None
 
 
-SHIPPED_MODEL = "amd-davis2016-flowfit.safetensors"  # see MODEL_CARD.md
+SHIPPED_MODEL = "amd-davis2016-dutstr.safetensors"  # see MODEL_CARD.md
 
 
 def default_checkpoint() -> Path:
