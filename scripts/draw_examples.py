@@ -1,8 +1,11 @@
 """Draw a model's examples: each image, its objectness map and the mask drawn over it, one row each.
 
-    python scripts/draw_examples.py docs/shipped-model-examples.jpg \\
-        --images ../shared/data/davis2016/JPEGImages/240p/{bear,dog-agility,dance-jump}/00020.jpg \\
-                 ../shared/data/sod/images/{3096,12003,41004}.jpg
+    python scripts/draw_examples.py docs/shipped-model-examples.jpg --images \\
+        ../shared/data/davis2016/JPEGImages/240p/{bear/00040,dance-jump/00030,car-turn/00040}.jpg \\
+        ../shared/data/sod/images/{100075,183055,306005}.jpg
+
+(docs/shipped-model-examples.jpg: three DAVIS training frames, then the 1st, 101st
+and 201st SOD images in name order.)
 
 The model is the shipped one unless --checkpoint names another; maps are made
 as ``objectness segment`` makes them (its test scales and guided filter), and

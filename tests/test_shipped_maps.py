@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from objectness import load_segmenter, segment_images
+from objectness.files import atomic_write
 
 REFERENCE = Path(__file__).parent / "data" / "shipped-model-maps.npz"
 
@@ -25,6 +26,12 @@ def fixed_image(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     blob = ((y - height * 0.55) ** 2 / (0.2 * height) ** 2 + (x - width * 0.45) ** 2 / (0.18 * width) ** 2) < 1
     image[blob] = [200, 40, 30] + rng.normal(0, 10, size=(blob.sum(), 3))
     return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def fixed_images() -> list:
+    """The two images the reference maps were recorded on."""
+    rng = np.random.default_rng(0)
+    return [fixed_image(rng, 144, 176), fixed_image(rng, 120, 90)]
 
 
 def cpu_model() -> str:
@@ -45,8 +52,7 @@ def one_thread():
 
 def test_the_shipped_models_maps_are_unchanged(one_thread):
     reference = np.load(REFERENCE)
-    rng = np.random.default_rng(0)
-    images = [fixed_image(rng, 144, 176), fixed_image(rng, 120, 90)]
+    images = fixed_images()
     maps = segment_images(load_segmenter(device="cpu", precision="fp32"), images)
     same_machine = (str(reference["cpu"]) == cpu_model()
                     and str(reference["torch"]) == torch.__version__.split("+")[0])
@@ -61,8 +67,7 @@ def test_the_shipped_models_maps_are_unchanged(one_thread):
 def test_bf16_maps_are_within_a_small_tolerance_of_fp32(one_thread):
     """bf16 autocast rounds f_A's convolutions; the maps move by at most 0.005 (measured: 0.0011), the masks not."""
     reference = np.load(REFERENCE)
-    rng = np.random.default_rng(0)
-    images = [fixed_image(rng, 144, 176), fixed_image(rng, 120, 90)]
+    images = fixed_images()
     segmenter = load_segmenter(device="cpu", precision="bf16")
     assert segmenter.precision == "bf16"
     for got, expected in zip(segment_images(segmenter, images), (reference["map0"], reference["map1"])):
@@ -73,13 +78,10 @@ def test_bf16_maps_are_within_a_small_tolerance_of_fp32(one_thread):
 def record() -> None:
     """Write the reference maps of the shipped model as it is now (run when the weights change on purpose)."""
     torch.set_num_threads(1)
-    rng = np.random.default_rng(0)
-    images = [fixed_image(rng, 144, 176), fixed_image(rng, 120, 90)]
+    images = fixed_images()
     maps = segment_images(load_segmenter(device="cpu", precision="fp32"), images)
-    partial = REFERENCE.with_name(REFERENCE.name + ".partial.npz")
-    np.savez(partial, map0=maps[0], map1=maps[1], cpu=np.array(cpu_model()),
-             torch=np.array(torch.__version__.split("+")[0]))
-    partial.replace(REFERENCE)
+    atomic_write(REFERENCE, lambda temporary: np.savez(temporary, map0=maps[0], map1=maps[1], cpu=np.array(cpu_model()),
+                                                      torch=np.array(torch.__version__.split("+")[0])))
     print(f"recorded {REFERENCE}")
 
 

@@ -156,14 +156,14 @@ def _weights_sha256(model_name: str):
 
 
 def _test_scales(segmenter):
-    """The scales whose maps the segmenter averages (None for the centre prior, which has none)."""
+    """The scales whose maps the segmenter averages (None for a baseline, which has none)."""
     if segmenter is None or segmenter.is_baseline:
         return None
     return list(segmenter.scales)
 
 
 def _precision(segmenter):
-    """What f_A computed in (None for the centre prior)."""
+    """What f_A computed in (None for a baseline)."""
     if segmenter is None or segmenter.is_baseline:
         return None
     return segmenter.precision

@@ -146,7 +146,7 @@ def _baseline_map(segmenter: Segmenter, image: np.ndarray) -> np.ndarray:
     if segmenter.baseline == SALIENCY_PRIOR:
         prior = rbd_saliency(shrink_image(image, PRIOR_SHORT_EDGE))
         size = (image.shape[1], image.shape[0])
-        return np.asarray(Image.fromarray(prior, mode="F").resize(size, Image.Resampling.BILINEAR), dtype=np.float32)
+        return np.asarray(Image.fromarray(prior).resize(size, Image.Resampling.BILINEAR), dtype=np.float32)
     return centre_prior(*image.shape[:2])
 
 

@@ -227,7 +227,7 @@ def run_segmentation(paths, checkpoint=None, single_scale: bool = False, guided:
         return None, _message(f"This checkpoint cannot be used: {err}", notes)
     adapted = adapt_steps if any(u.is_video for u in uploads) and not segmenter.is_baseline else 0
     if adapt_steps and not adapted:
-        notes.append("no adaptation: it needs a video, and weights to adapt (the centre prior has none)")
+        notes.append("no adaptation: it needs a video, and weights to adapt (a baseline has none)")
     start = time.perf_counter()
     try:
         results = segment_uploads(segmenter, uploads, adapted, progress)
