@@ -92,6 +92,23 @@ def test_cached_predictions_are_reused_when_asked_and_give_the_same_scores(video
     assert again["scores"] == first["scores"]
 
 
+def test_a_relative_threshold_finds_a_faint_object_and_rescores_cached_maps(video_root, tmp_path, monkeypatch):
+    root, _ = video_root
+
+    def faint(segmenter, images):  # the object at 0.4, the background at 0.08: below a fixed 0.5
+        return [0.4 * np.asarray(image, np.float32).mean(-1) / 255 for image in images]
+
+    monkeypatch.setattr(evaluate_module, "segment_images", faint)
+    fixed = evaluate(None, "davis2016", root, tmp_path / "out", progress=False)
+    assert fixed["scores"]["J_mean"] == 0.0 and fixed["relative_threshold"] is False
+    monkeypatch.setattr(evaluate_module, "segment_images", None)  # the cached maps are scored again
+    relative = evaluate(None, "davis2016", root, tmp_path / "out", reuse=True, relative_threshold=True,
+                        progress=False)
+    assert relative["scores"]["J_mean"] == 1.0
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["relative_threshold"] is True
+    assert "relative_threshold: yes" in (tmp_path / "out" / "summary.md").read_text()
+
+
 def test_an_existing_evaluation_is_not_overwritten_unless_asked(video_root, tmp_path):
     root, _ = video_root
     prior = load_segmenter("centre-prior")

@@ -94,6 +94,17 @@ def test_binarise_keeps_pixels_strictly_above_one_half():
     assert binarise(torch.tensor(soft)).tolist() == [False, False, True, True]
 
 
+def test_a_relative_threshold_cuts_a_faint_map_at_half_its_maximum_and_a_confident_one_as_before():
+    faint = np.array([0.1, 0.3, 0.45, 0.2])
+    assert not binarise(faint).any()  # a fixed 0.5 finds nothing in a map whose maximum is 0.45
+    # Half of 0.45 is 0.225: the two brightest pixels.
+    np.testing.assert_array_equal(binarise(faint, relative=True), [False, True, True, False])
+    assert binarise(torch.tensor(faint), relative=True).tolist() == [False, True, True, False]
+    confident = np.array([0.1, 0.4, 0.6, 1.0])
+    np.testing.assert_array_equal(binarise(confident, relative=True), binarise(confident))
+    assert not binarise(np.zeros(4), relative=True).any()  # nothing above 0 in an all-zero map
+
+
 def test_boundary_map_of_a_square_is_the_outer_top_left_and_inner_bottom_right_edges():
     # A pixel is boundary when it differs from its right, bottom or bottom-right neighbour.
     expected = np.array(

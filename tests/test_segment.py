@@ -213,6 +213,17 @@ def test_cli_writes_soft_map_mask_and_overlay_for_an_image(tmp_path, checkpoint,
     assert str(tmp_path / "out") in capsys.readouterr().out
 
 
+def test_cli_relative_threshold_cuts_each_map_at_a_share_of_its_own_maximum(tmp_path, checkpoint):
+    Image.fromarray(_image(40, 56)).save(tmp_path / "photo.png")
+    assert _segment(tmp_path / "photo.png", "--checkpoint", checkpoint, "--out", tmp_path / "out",
+                    "--threshold", "0.9", "--relative-threshold") == 0
+    soft = np.asarray(Image.open(tmp_path / "out" / "photo" / "photo_soft.png"), np.float32) / 255
+    mask = np.asarray(Image.open(tmp_path / "out" / "photo" / "photo_mask.png")) > 0
+    assert soft.max() < 0.9 and mask.any()  # an untrained model's map never reaches 0.9; its top tenth is kept
+    expected = soft > 0.9 * soft.max()  # up to the 8-bit rounding of the stored map
+    assert np.mean(mask != expected) < 0.02
+
+
 def test_cli_segments_a_folder_of_frames_as_an_adapted_video(tmp_path, checkpoint, video):
     folder = tmp_path / "clip"
     folder.mkdir()

@@ -141,6 +141,9 @@ def add_segment_parser(subparsers) -> None:
                         help="the objectness channel (default: the one stored with the checkpoint)")
     parser.add_argument("--threshold", type=_unit_interval, default=0.5, metavar="T",
                         help="the mask is the soft map above T (default: 0.5)")
+    parser.add_argument("--relative-threshold", action="store_true",
+                        help="the mask is the map above T times the map's own maximum: the same mask where the map "
+                             "reaches 1, a mask where a faint map stays below T (not the paper's; default: off)")
     parser.add_argument("--adapt", type=_non_negative_int, nargs="?", const=100, default=0, metavar="N",
                         help="adapt to each video for N steps first (N = 100 if omitted; default: no adaptation); "
                              "put it after the inputs")
@@ -202,7 +205,7 @@ def run_segment(args) -> int:
     segmenter = load_segmenter(args.checkpoint, args.channel, args.device, args.scales, args.guided_radius,
                                args.precision)
     summary = segment_inputs(segmenter, args.inputs, args.out, threshold=args.threshold, adapt_steps=args.adapt,
-                             images=args.images, overwrite=args.overwrite)
+                             images=args.images, overwrite=args.overwrite, relative_threshold=args.relative_threshold)
     print(f"segmented {len(summary['outputs'])} input(s): results in {args.out}")
     if summary["skipped"]:
         print(f"skipped {summary['skipped']} unreadable or unusable file(s); see the warnings above")
@@ -323,6 +326,10 @@ def add_evaluate_parser(subparsers) -> None:
     parser.add_argument("--resolution", metavar="RES", help="davis2016: resolution folder, e.g. 480p (default: the only one)")
     parser.add_argument("--threshold", type=_unit_interval, default=0.5, metavar="T",
                         help="binarisation threshold of the soft map for J and F (default: 0.5)")
+    parser.add_argument("--relative-threshold", action="store_true",
+                        help="binarise each map at T times its own maximum instead of at T: the same mask where the "
+                             "map reaches 1, a mask where a faint map stays below T (not the paper's; default: off; "
+                             "with --reuse, scores the cached maps again)")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     parser.add_argument("--reuse", action="store_true", help="score the predictions cached in --out instead of segmenting again")
     parser.add_argument("--overwrite", action="store_true", help="replace an evaluation already in --out")
@@ -346,7 +353,7 @@ def run_evaluate(args) -> int:
                                guided_radius=args.guided_radius, precision=args.precision)
     summary = evaluate(segmenter, args.benchmark, args.root, args.out, mode=args.mode, adapt_steps=args.adapt,
                        split=args.split, resolution=args.resolution, images=args.images, masks=args.masks,
-                       threshold=args.threshold, reuse=args.reuse, overwrite=args.overwrite,
+                       threshold=args.threshold, relative_threshold=args.relative_threshold, reuse=args.reuse, overwrite=args.overwrite,
                        model_name=str(checkpoint), compare=args.compare)
     print(format_markdown(summary))
     print(f"tables, summary, report.html{', compare.html' if args.compare else ''} and predictions in {args.out}")

@@ -3,7 +3,8 @@
 Video benchmarks are scored with J, F and J&F, averaged over the annotated
 frames of a sequence, then over sequences; saliency benchmarks with F-beta
 (max, mean, adaptive), MAE, S-measure and E-measure. Soft objectness maps are
-binarised at one threshold (0.5 by default) for every video benchmark.
+binarised at one threshold (0.5 by default) for every video benchmark, fixed or, with
+``relative_threshold``, times each map's own maximum.
 
 Outputs in the output folder: ``per_sequence.csv`` and ``per_frame.csv`` (J and
 F of each annotated frame) or ``per_image.csv`` and ``curves.json`` (PySODMetrics'
@@ -77,7 +78,7 @@ class EvaluationError(ValueError):
 
 def evaluate(segmenter, benchmark: str, root, out_dir, mode: str = "per-image", adapt_steps: int = ADAPT_STEPS,
              split=None, resolution=None, images=None, masks=None, threshold: float = BINARISATION_THRESHOLD,
-             reuse: bool = False, overwrite: bool = False, model_name: str = "", compare=(),
+             relative_threshold: bool = False, reuse: bool = False, overwrite: bool = False, model_name: str = "", compare=(),
              progress: bool = True) -> dict:
     """Score ``segmenter`` (inference.segmenter.load_segmenter) on ``benchmark``; write the tables, the
     summary and report.html, and return the summary. ``compare``: earlier evaluation folders of the same
@@ -93,7 +94,7 @@ def evaluate(segmenter, benchmark: str, root, out_dir, mode: str = "per-image", 
     _check_compared(compare, benchmark, out_dir)
     settings = {"benchmark": benchmark, "root": _text(root), "images": _text(images), "masks": _text(masks),
                 "mode": mode, "model": model_name, "model_sha256": _weights_sha256(model_name),
-                "threshold": threshold, "split": split, "resolution": resolution,
+                "threshold": threshold, "relative_threshold": relative_threshold, "split": split, "resolution": resolution,
                 "test_scales": _test_scales(segmenter), "guided_filter": _guided_filter(segmenter),
                 "precision": _precision(segmenter)}
     _check_out_dir(out_dir, settings, overwrite=overwrite, reuse=reuse)
@@ -106,7 +107,7 @@ def evaluate(segmenter, benchmark: str, root, out_dir, mode: str = "per-image", 
             _clear_outputs(out_dir)
         steps = adapt_steps if mode == "per-video" else 0
         settings["adapt_steps"] = steps
-        scores = _evaluate_videos(segmenter, sequences, predictions, steps, threshold, progress)
+        scores = _evaluate_videos(segmenter, sequences, predictions, steps, threshold, relative_threshold, progress)
         write_csv(out_dir / "per_sequence.csv", scores.per_sequence())
         write_csv(out_dir / "per_frame.csv", scores.per_frame())
     else:
@@ -257,7 +258,7 @@ class Predictions:
 
 
 def _evaluate_videos(segmenter, sequences, predictions: Predictions, adapt_steps: int, threshold: float,
-                     progress) -> VideoScores:
+                     relative_threshold: bool, progress) -> VideoScores:
     scores = VideoScores()
     for sequence in tqdm(sequences, desc="sequences", unit="seq", disable=not progress):
         indices = sorted(sequence.annotations)
@@ -268,7 +269,7 @@ def _evaluate_videos(segmenter, sequences, predictions: Predictions, adapt_steps
             maps = _segment_sequence(segmenter, sequence, indices, adapt_steps, progress)
             maps = [predictions.save(sequence.name, name, soft) for name, soft in zip(names, maps)]
         for name, soft, truth in zip(names, maps, truths):
-            scores.add(sequence.name, binarise(soft, threshold), truth, frame=name)
+            scores.add(sequence.name, binarise(soft, threshold, relative_threshold), truth, frame=name)
     return scores
 
 
@@ -315,8 +316,10 @@ def format_markdown(summary: dict) -> str:
     """The summary as a Markdown report: settings, every score, and the paper's numbers beside ours."""
     lines = [f"# {summary['benchmark']}, {summary['mode']}", ""]
     for key in ("model", "model_sha256", "root", "images", "masks", "split", "resolution", "adapt_steps",
-                "test_scales", "guided_filter", "threshold"):
+                "test_scales", "guided_filter", "threshold", "relative_threshold"):
         value = summary.get(key)
+        if key == "relative_threshold":
+            value = "yes: the threshold times each map's maximum" if value else None
         if key == "guided_filter" and value:
             value = f"radius {value['radius']} of the shorter edge, eps {value['eps']}"
         if value not in (None, ""):

@@ -40,8 +40,15 @@ def _check_same_shape(pred, gt):
         raise ValueError(f"prediction shape {pred.shape} differs from ground-truth shape {gt.shape}")
 
 
-def binarise(soft_map, threshold=BINARISATION_THRESHOLD):
-    """Binary mask of a soft objectness map in 0..1: pixels strictly above threshold (numpy or torch in, same out)."""
+def binarise(soft_map, threshold=BINARISATION_THRESHOLD, relative: bool = False):
+    """Binary mask of a soft objectness map in 0..1: pixels strictly above ``threshold`` or, ``relative``,
+    above ``threshold`` times the map's own maximum (numpy or torch in, same out).
+
+    The relative cut is the fixed one for a map that reaches 1, and lower for a faint map whose
+    maximum stays below 1, which a fixed cut leaves empty (docs/method.md#evaluation). An all-zero
+    map gives an empty mask either way."""
+    if relative:
+        threshold = threshold * soft_map.max()
     return soft_map > threshold
 
 

@@ -42,6 +42,7 @@ from .benchmarks import (
     load_saliency_mask,
     load_video_benchmark,
 )
+from .metrics import binarise
 
 REPORT, COMPARISON, FIGURES = "report.html", "compare.html", "figures"
 GALLERY_SIZE = 6  # best and worst frames or images shown
@@ -68,6 +69,7 @@ SETTINGS = (  # (summary key, label) of the settings a report states
     ("test_scales", "test scales"),
     ("guided_filter", "guided filter"),
     ("threshold", "binarisation threshold"),
+    ("relative_threshold", "threshold relative to each map's maximum"),
     ("adapt_steps", "adaptation steps"),
     ("precision", "precision"),
 )
@@ -99,6 +101,8 @@ def read_evaluation(folder) -> Evaluation:
     if not isinstance(summary, dict) or summary.get("benchmark") not in BENCHMARKS:
         raise ReportError(f"{folder} holds no evaluation (no readable summary.json of a known benchmark)")
     video = BENCHMARKS[summary["benchmark"]].kind == "video"
+    if video:
+        summary.setdefault("relative_threshold", False)  # written before the option existed: a fixed cut
     rows = _read_csv(folder / ("per_sequence.csv" if video else "per_image.csv")) or []
     per_frame = _read_csv(folder / "per_frame.csv") if video else None
     curves = None if video else _read_json(folder / "curves.json")
@@ -350,7 +354,7 @@ def _picture_reader(evaluation: Evaluation):
     if evaluation.kind == "video":
         sequences = {sequence.name: sequence for sequence in load_video_benchmark(
             summary["benchmark"], summary["root"], split=summary.get("split"), resolution=summary.get("resolution"))}
-        threshold = summary["threshold"]
+        threshold = summary["threshold"], summary["relative_threshold"]
     else:
         items = {item.name: item for item in load_saliency_benchmark(
             summary["benchmark"], summary.get("root"), images=summary.get("images"), masks=summary.get("masks"))}
@@ -389,10 +393,11 @@ def _cached_map(path: Path) -> np.ndarray:
 
 
 def _prediction_drawn(image: np.ndarray, soft: np.ndarray, threshold) -> np.ndarray:
-    """The prediction in red over its image: the mask J and F scored (soft > threshold), or, where
-    ``threshold`` is None (saliency, scored at every threshold), the soft map as the tint's alpha."""
+    """The prediction in red over its image: the mask J and F scored (``threshold`` is the summary's
+    (threshold, relative_threshold); metrics.binarise), or, where ``threshold`` is None (saliency,
+    scored at every threshold), the soft map as the tint's alpha."""
     if threshold is not None:
-        return np.asarray(overlay(image, soft > threshold, color=PREDICTION_COLOUR))
+        return np.asarray(overlay(image, binarise(soft, *threshold), color=PREDICTION_COLOUR))
     alpha = 0.6 * soft[..., None]  # (H, W, 1)
     return np.round(image * (1 - alpha) + np.array(PREDICTION_COLOUR) * alpha).astype(np.uint8)
 
@@ -445,6 +450,8 @@ def _setting(key: str, value) -> str:
         return f"radius {value['radius']} of the shorter edge, eps {value['eps']}"
     if key == "test_scales":
         return ", ".join(str(scale) for scale in value)
+    if key == "relative_threshold":
+        return "yes" if value else "no"
     return str(value)
 
 

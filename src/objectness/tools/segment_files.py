@@ -28,6 +28,7 @@ from ..data.video import (
     list_frames,
     natural_key,
 )
+from ..evaluation.metrics import binarise
 from ..files import distinct_names
 from ..inference.forward import frames_to_tensor
 from ..inference.segmenter import Segmenter, all_channels, segment_frames
@@ -86,11 +87,13 @@ def _inputs_of(path: Path, images: bool) -> list:
 
 
 def segment_inputs(segmenter: Segmenter, paths, out_dir, threshold: float = 0.5, adapt_steps: int = 0,
-                   images: bool = False, overwrite: bool = False, progress: bool = True, seed: int = 0) -> dict:
+                   images: bool = False, overwrite: bool = False, progress: bool = True, seed: int = 0,
+                   relative_threshold: bool = False) -> dict:
     """Segment image files, video files and folders; results go to ``out_dir/<input name>/``.
 
     Per image or frame: <stem>_soft.png (8-bit soft map), <stem>_mask.png (soft map
-    > threshold, 0/255) and <stem>_overlay.jpg; per video also overlay.mp4 and
+    > threshold, or > threshold times its maximum if ``relative_threshold``; 0/255) and
+    <stem>_overlay.jpg; per video also overlay.mp4 and
     channels.png (every mask channel and the segment flow of the first pair).
     Unreadable files are skipped with a warning. Returns {"outputs": [folders], "skipped": count}.
     """
@@ -114,7 +117,8 @@ def segment_inputs(segmenter: Segmenter, paths, out_dir, threshold: float = 0.5,
             skipped += 1
             continue
         folder = _fresh_folder(out_dir / item.name)
-        written = _write_segmentation(segmenter, item, video, fps, folder, threshold, adapt_steps, progress, seed)
+        written = _write_segmentation(segmenter, item, video, fps, folder, (threshold, relative_threshold), adapt_steps,
+                                      progress, seed)
         skipped += len(video) - written
         if written:
             outputs.append(folder)
@@ -147,9 +151,10 @@ def _fresh_folder(folder: Path) -> Path:
     return folder
 
 
-def _write_segmentation(segmenter, item: Input, video: Video, fps, folder: Path, threshold: float,
+def _write_segmentation(segmenter, item: Input, video: Video, fps, folder: Path, threshold: tuple,
                         adapt_steps: int, progress: bool, seed: int) -> int:
-    """Write the outputs of one input; returns how many of its frames were readable."""
+    """Write the outputs of one input (``threshold``: binarise's (threshold, relative)); returns how many
+    of its frames were readable."""
     is_video = item.kind in ("frames", "video")
     if is_video:
         try:
@@ -160,7 +165,7 @@ def _write_segmentation(segmenter, item: Input, video: Video, fps, folder: Path,
     with VideoWriter(folder / "overlay.mp4", fps) if is_video else contextlib.nullcontext() as writer:
         for index, frame, soft in segment_frames(segmenter, video, progress):
             stem = _stem(item, video, index)
-            mask = soft > threshold
+            mask = binarise(soft, *threshold)
             save_image_atomic(soft_map_to_png(soft), folder / f"{stem}_soft.png")
             save_image_atomic(Image.fromarray(mask.astype(np.uint8) * 255), folder / f"{stem}_mask.png")
             tinted = overlay(frame, mask)
