@@ -353,8 +353,8 @@ def run_evaluate(args) -> int:
                                guided_radius=args.guided_radius, precision=args.precision)
     summary = evaluate(segmenter, args.benchmark, args.root, args.out, mode=args.mode, adapt_steps=args.adapt,
                        split=args.split, resolution=args.resolution, images=args.images, masks=args.masks,
-                       threshold=args.threshold, relative_threshold=args.relative_threshold, reuse=args.reuse, overwrite=args.overwrite,
-                       model_name=str(checkpoint), compare=args.compare)
+                       threshold=args.threshold, relative_threshold=args.relative_threshold, reuse=args.reuse,
+                       overwrite=args.overwrite, model_name=str(checkpoint), compare=args.compare)
     print(format_markdown(summary))
     print(f"tables, summary, report.html{', compare.html' if args.compare else ''} and predictions in {args.out}")
     return 0

@@ -78,8 +78,8 @@ class EvaluationError(ValueError):
 
 def evaluate(segmenter, benchmark: str, root, out_dir, mode: str = "per-image", adapt_steps: int = ADAPT_STEPS,
              split=None, resolution=None, images=None, masks=None, threshold: float = BINARISATION_THRESHOLD,
-             relative_threshold: bool = False, reuse: bool = False, overwrite: bool = False, model_name: str = "", compare=(),
-             progress: bool = True) -> dict:
+             relative_threshold: bool = False, reuse: bool = False, overwrite: bool = False, model_name: str = "",
+             compare=(), progress: bool = True) -> dict:
     """Score ``segmenter`` (inference.segmenter.load_segmenter) on ``benchmark``; write the tables, the
     summary and report.html, and return the summary. ``compare``: earlier evaluation folders of the same
     benchmark to put beside this one in compare.html (checked before any segmenting)."""
@@ -94,7 +94,8 @@ def evaluate(segmenter, benchmark: str, root, out_dir, mode: str = "per-image", 
     _check_compared(compare, benchmark, out_dir)
     settings = {"benchmark": benchmark, "root": _text(root), "images": _text(images), "masks": _text(masks),
                 "mode": mode, "model": model_name, "model_sha256": _weights_sha256(model_name),
-                "threshold": threshold, "relative_threshold": relative_threshold, "split": split, "resolution": resolution,
+                "threshold": threshold, "relative_threshold": relative_threshold, "split": split,
+                "resolution": resolution,
                 "test_scales": _test_scales(segmenter), "guided_filter": _guided_filter(segmenter),
                 "precision": _precision(segmenter)}
     _check_out_dir(out_dir, settings, overwrite=overwrite, reuse=reuse)
