@@ -117,6 +117,19 @@ def test_the_threshold_cuts_the_cached_map_without_running_the_network(tmp_path,
     assert (np.asarray(app.views(results, 0, 0.2)[1]) > 0).sum() > (np.asarray(app.views(results, 0, 0.8)[1]) > 0).sum()
 
 
+def test_the_relative_cut_gives_a_faint_map_a_mask_in_the_view_and_the_zip(tmp_path, prior):
+    uploads, _ = app.read_uploads([_box_image(tmp_path / "a.png")])
+    results = app.segment_uploads(prior, uploads, progress=False)
+    results.soft[0] = results.soft[0] * np.float16(0.4)  # a faint map: its maximum 0.4, under a fixed 0.5
+    assert not (np.asarray(app.views(results, 0, 0.5)[1]) > 0).any()
+    mask = np.asarray(app.views(results, 0, 0.5, relative=True)[1]) > 0
+    np.testing.assert_array_equal(mask, results.soft[0] > 0.5 * results.soft[0].max())
+    assert mask.any()
+    archive = zipfile.ZipFile(app.write_zip(results, 0.5, tmp_path / "results.zip", relative=True))
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(archive.read("a_mask.png")))) > 0, mask)
+    assert json.loads(archive.read("settings.json"))["relative_threshold"] is True
+
+
 def test_the_zip_holds_a_map_mask_and_overlay_per_frame_and_the_settings(tmp_path):
     paths = [_box_image(tmp_path / "a.png"), _box_image(tmp_path / "b.png", (32, 32))]
     results, _ = app.run_segmentation(paths, app.CENTRE_PRIOR, progress=False)

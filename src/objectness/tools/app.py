@@ -33,6 +33,7 @@ from PIL import Image
 
 from ..config import ConfigError
 from ..data.video import VIDEO_SUFFIXES, DataError, Video, decode_video, read_image
+from ..evaluation.metrics import binarise
 from ..files import distinct_names
 from ..inference.segmenter import CENTRE_PRIOR, SHIPPED_MODEL, Segmenter, load_segmenter, segment_frames
 from ..model.checkpoint import CheckpointError
@@ -176,25 +177,27 @@ def segment_uploads(segmenter: Segmenter, uploads, adapt_steps: int = 0, progres
     return Results(distinct_names(names), sources, soft)
 
 
-def views(results: Results, index: int, threshold: float) -> tuple:
-    """(objectness map, mask, overlay) of frame ``index`` as PIL images: the cached map cut at ``threshold``."""
+def views(results: Results, index: int, threshold: float, relative: bool = False) -> tuple:
+    """(objectness map, mask, overlay) of frame ``index`` as PIL images: the cached map cut at ``threshold``
+    or, ``relative``, at ``threshold`` times its own maximum (evaluation.metrics.binarise)."""
     soft = results.soft[index]
-    mask = soft > threshold
+    mask = binarise(soft, threshold, relative)
     return soft_map_to_png(soft), Image.fromarray(mask.astype(np.uint8) * 255), overlay(results.frame(index), mask)
 
 
-def write_zip(results: Results, threshold: float, path) -> Path:
-    """<name>_soft.png (the 8-bit map), <name>_mask.png (map > threshold, 0/255) and <name>_overlay.jpg
-    of every frame, and settings.json (the settings and the threshold), in one zip at ``path``."""
+def write_zip(results: Results, threshold: float, path, relative: bool = False) -> Path:
+    """<name>_soft.png (the 8-bit map), <name>_mask.png (the map cut as ``views`` cuts it, 0/255) and
+    <name>_overlay.jpg of every frame, and settings.json (the settings and the cut), in one zip at ``path``."""
     path = Path(path)
     with zipfile.ZipFile(path, "w") as archive:  # stored: PNG and JPEG are compressed already
         for index, name in enumerate(results.names):
-            soft, mask, tinted = views(results, index, threshold)
+            soft, mask, tinted = views(results, index, threshold, relative)
             for suffix, image in (("_soft.png", soft), ("_mask.png", mask), ("_overlay.jpg", tinted)):
                 buffer = io.BytesIO()
                 image.save(buffer, format="JPEG" if suffix.endswith(".jpg") else "PNG")
                 archive.writestr(name + suffix, buffer.getvalue())
-        archive.writestr("settings.json", json.dumps({**results.settings, "threshold": threshold}, indent=2) + "\n")
+        cut = {"threshold": threshold, **({"relative_threshold": True} if relative else {})}
+        archive.writestr("settings.json", json.dumps({**results.settings, **cut}, indent=2) + "\n")
     return path
 
 
@@ -301,12 +304,15 @@ def build_app(gr, workdir: Path, checkpoint=None, device="auto"):
                              for key, label in (("soft", "objectness map"), ("mask", "mask"), ("overlay", "overlay"))]
                 threshold = gr.Slider(0, 1, value=0.5, step=0.01, label="threshold: the mask is the map above it",
                                       elem_id="threshold")
+                relative = gr.Checkbox(value=False, elem_id="relative",
+                                       label="relative: the mask is the map above the threshold times the map's "
+                                             "maximum, so a faint map still gives one (not the paper's)")
                 frame = gr.Slider(0, 1, value=0, step=1, label="frame", visible=False, elem_id="frame")
                 with gr.Row(equal_height=True):
                     zip_button = gr.Button("Zip the maps, masks and overlays", scale=1)
                     download = gr.File(label="results", interactive=False, height=80, scale=2, elem_id="download")
 
-        def on_segment(paths, choice, path, scale_choice, guided_on, adapt_steps, cut,
+        def on_segment(paths, choice, path, scale_choice, guided_on, adapt_steps, cut, relative_on,
                        progress=gr.Progress(track_tqdm=True)):  # shows adapt's and segment_frames' tqdm bars
             try:
                 found, text = run_segmentation(paths or [], checkpoint_of(choice, path), scale_choice == ONE_SCALE,
@@ -317,24 +323,26 @@ def build_app(gr, workdir: Path, checkpoint=None, device="auto"):
                 return None, text, gr.update(visible=False), None, None, None, None
             count = len(found)
             return (found, text, gr.update(maximum=max(count - 1, 1), value=0, visible=count > 1),
-                    *views(found, 0, cut), None)
+                    *views(found, 0, cut, relative_on), None)
 
-        def on_view(found, index, cut):
-            return views(found, int(index), cut) if found is not None else (None, None, None)
+        def on_view(found, index, cut, relative_on):
+            return views(found, int(index), cut, relative_on) if found is not None else (None, None, None)
 
-        def on_zip(found, cut):
+        def on_zip(found, cut, relative_on):
             if found is None:
                 return None
-            return str(write_zip(found, cut, Path(tempfile.mkdtemp(dir=workdir)) / "objectness-results.zip"))
+            folder = Path(tempfile.mkdtemp(dir=workdir))
+            return str(write_zip(found, cut, folder / "objectness-results.zip", relative_on))
 
         model_path.input(lambda: PATH_CHOICE, None, model)  # typing a path chooses it
-        segment.click(on_segment, [files, model, model_path, scales, guided, steps, threshold],
+        segment.click(on_segment, [files, model, model_path, scales, guided, steps, threshold, relative],
                       [results, message, frame, *shown, download])
-        for control in (threshold, frame):
-            control.change(on_view, [results, frame, threshold], shown, trigger_mode="always_last",
+        for control in (threshold, relative, frame):
+            control.change(on_view, [results, frame, threshold, relative], shown, trigger_mode="always_last",
                            show_progress="hidden")
-        threshold.change(lambda: None, None, download, show_progress="hidden")  # a zip at another threshold
-        zip_button.click(on_zip, [results, threshold], download)
+        for control in (threshold, relative):  # a zip made at another cut
+            control.change(lambda: None, None, download, show_progress="hidden")
+        zip_button.click(on_zip, [results, threshold, relative], download)
     return page
 
 
