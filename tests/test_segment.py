@@ -219,7 +219,8 @@ def test_cli_relative_threshold_cuts_each_map_at_a_share_of_its_own_maximum(tmp_
                     "--threshold", "0.9", "--relative-threshold") == 0
     soft = np.asarray(Image.open(tmp_path / "out" / "photo" / "photo_soft.png"), np.float32) / 255
     mask = np.asarray(Image.open(tmp_path / "out" / "photo" / "photo_mask.png")) > 0
-    assert soft.max() < 0.9 and mask.any()  # an untrained model's map never reaches 0.9; its top tenth is kept
+    # An untrained model's map never reaches 0.9; the pixels above 0.9 of its maximum are kept.
+    assert soft.max() < 0.9 and mask.any()
     expected = soft > 0.9 * soft.max()  # up to the 8-bit rounding of the stored map
     assert np.mean(mask != expected) < 0.02
 

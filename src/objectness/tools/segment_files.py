@@ -117,8 +117,8 @@ def segment_inputs(segmenter: Segmenter, paths, out_dir, threshold: float = 0.5,
             skipped += 1
             continue
         folder = _fresh_folder(out_dir / item.name)
-        written = _write_segmentation(segmenter, item, video, fps, folder, (threshold, relative_threshold), adapt_steps,
-                                      progress, seed)
+        written = _write_segmentation(segmenter, item, video, fps, folder, threshold, relative_threshold,
+                                      adapt_steps, progress, seed)
         skipped += len(video) - written
         if written:
             outputs.append(folder)
@@ -151,10 +151,9 @@ def _fresh_folder(folder: Path) -> Path:
     return folder
 
 
-def _write_segmentation(segmenter, item: Input, video: Video, fps, folder: Path, threshold: tuple,
-                        adapt_steps: int, progress: bool, seed: int) -> int:
-    """Write the outputs of one input (``threshold``: binarise's (threshold, relative)); returns how many
-    of its frames were readable."""
+def _write_segmentation(segmenter, item: Input, video: Video, fps, folder: Path, threshold: float,
+                        relative_threshold: bool, adapt_steps: int, progress: bool, seed: int) -> int:
+    """Write the outputs of one input; returns how many of its frames were readable."""
     is_video = item.kind in ("frames", "video")
     if is_video:
         try:
@@ -165,7 +164,7 @@ def _write_segmentation(segmenter, item: Input, video: Video, fps, folder: Path,
     with VideoWriter(folder / "overlay.mp4", fps) if is_video else contextlib.nullcontext() as writer:
         for index, frame, soft in segment_frames(segmenter, video, progress):
             stem = _stem(item, video, index)
-            mask = binarise(soft, *threshold)
+            mask = binarise(soft, threshold, relative_threshold)
             save_image_atomic(soft_map_to_png(soft), folder / f"{stem}_soft.png")
             save_image_atomic(Image.fromarray(mask.astype(np.uint8) * 255), folder / f"{stem}_mask.png")
             tinted = overlay(frame, mask)
