@@ -142,9 +142,11 @@ def test_saliency_scores_of_a_perfect_prediction(tmp_path, monkeypatch):
     assert [row["name"] for row in rows] == ["a", "b"]
 
 
-def test_saliency_sets_have_no_per_video_mode(tmp_path):
+def test_saliency_sets_refuse_a_per_video_mode_and_a_relative_threshold(tmp_path):
     with pytest.raises(EvaluationError, match="per-video"):
         evaluate(None, "duts", tmp_path, tmp_path / "out", mode="per-video", progress=False)
+    with pytest.raises(EvaluationError, match="every threshold"):  # a setting that would do nothing
+        evaluate(None, "duts", tmp_path, tmp_path / "out", relative_threshold=True, progress=False)
 
 
 def test_per_video_mode_adapts_a_real_model(video_root, tmp_path, tiny_config):

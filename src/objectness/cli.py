@@ -327,9 +327,9 @@ def add_evaluate_parser(subparsers) -> None:
     parser.add_argument("--threshold", type=_unit_interval, default=0.5, metavar="T",
                         help="binarisation threshold of the soft map for J and F (default: 0.5)")
     parser.add_argument("--relative-threshold", action="store_true",
-                        help="binarise each map at T times its own maximum instead of at T: the same mask where the "
-                             "map reaches 1, a mask where a faint map stays below T (not the paper's; default: off; "
-                             "with --reuse, scores the cached maps again)")
+                        help="video benchmarks: binarise each map at T times its own maximum instead of at T: the "
+                             "same mask where the map reaches 1, a mask where a faint map stays below T (not the "
+                             "paper's; default: off; with --reuse, scores the cached maps again)")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     parser.add_argument("--reuse", action="store_true", help="score the predictions cached in --out instead of segmenting again")
     parser.add_argument("--overwrite", action="store_true", help="replace an evaluation already in --out")

@@ -90,6 +90,9 @@ def evaluate(segmenter, benchmark: str, root, out_dir, mode: str = "per-image", 
     kind = BENCHMARKS[benchmark].kind
     if kind == "saliency" and mode == "per-video":
         raise EvaluationError(f"{benchmark} is a set of single images: it has no per-video mode")
+    if kind == "saliency" and relative_threshold:
+        raise EvaluationError(f"{benchmark} is scored at every threshold (F-beta, MAE, S- and E-measure): "
+                              "--relative-threshold applies to the video benchmarks' J and F")
     out_dir = Path(out_dir)
     _check_compared(compare, benchmark, out_dir)
     settings = {"benchmark": benchmark, "root": _text(root), "images": _text(images), "masks": _text(masks),
