@@ -17,7 +17,7 @@ from objectness.model.checkpoint import (
     metadata,
     save_weights,
 )
-from objectness.objectives.distillation import distillation_loss, paste_objects
+from objectness.objectives.distillation import confidence, distillation_loss, paste_objects
 from objectness.training.teachers import Teachers
 from objectness.training.train import train
 
@@ -219,3 +219,38 @@ def test_sharpened_targets_move_away_from_one_half_and_stay_in_0_1():
     target = torch.tensor([0.0, 0.3, 0.5, 0.6, 0.9, 1.0])
     torch.testing.assert_close(sharpened(target, 2.0), torch.tensor([0.0, 0.1, 0.5, 0.7, 1.0, 1.0]))
     assert sharpened(target, 1.0) is target
+
+
+def test_confidence_weighting_counts_each_pixel_by_how_far_its_target_is_from_one_half():
+    target = torch.tensor([[[0.5, 1.0, 0.0, 0.75]]])  # (1, 1, 4)
+    prob = torch.tensor([[[0.2, 0.9, 0.3, 0.6]]])
+    logits = torch.stack([prob, 1 - prob], 1).log().requires_grad_(True)  # (1, 2, 1, 4): softmax gives prob back
+    weight = confidence(target)
+    torch.testing.assert_close(weight, torch.tensor([[[0.0, 1.0, 1.0, 0.5]]]))
+    loss = distillation_loss(target, logits.softmax(1), 0, weight)
+    by_hand = (-np.log(0.9) - np.log(0.7) - 0.5 * (0.75 * np.log(0.6) + 0.25 * np.log(0.4))) / 2.5
+    assert loss.item() == pytest.approx(by_hand, rel=1e-5)
+    loss.backward()
+    assert logits.grad[0, :, 0, 0].abs().max() == 0  # the undecided pixel teaches nothing
+    assert logits.grad[0, :, 0, 1:].abs().min() > 0
+    unweighted = distillation_loss(target, logits.softmax(1), 0)
+    assert unweighted.item() > loss.item()  # the undecided pixel, far from its target, counted there
+    nothing = distillation_loss(target, logits.softmax(1), 0, torch.zeros_like(target))
+    assert nothing.item() == 0
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_still_images_whose_target_is_undecided_teach_nothing_with_confidence_weighting(tiny_config, weighted):
+    from objectness.training.step import training_step
+
+    torch.manual_seed(0)
+    loss_cfg = dataclasses.replace(tiny_config.loss, view_synthesis_weight=0.0, flow_fit_weight=0.0,
+                                   image_weight=1.0, distill_gain=3.0, image_confidence=weighted)
+    model = AMD(tiny_config.model)
+    frames = torch.rand(2, 2, 3, 64, 64)
+    images = {"images": torch.rand(2, 3, 64, 64), "targets": torch.full((2, 64, 64), 0.5)}
+    loss, terms, _ = training_step(model, frames, loss_cfg, images=images)
+    if weighted:
+        assert terms["image"].item() == 0
+    else:
+        assert terms["image"].item() >= np.log(2) - 1e-4  # cross-entropy against 0.5 is at least log 2

@@ -112,6 +112,10 @@ class LossConfig:
     # The image target's share from the classical background-connectivity prior (data/saliency_prior.py);
     # the rest is the teachers' (loss.distill_from) objectness map. 1 = the prior alone.
     image_prior_weight: float = 0.5
+    # Each pixel of a still image counted by its target's confidence |2 t - 1| (t before
+    # loss.distill_gain): where the teachers and the prior disagree, or both are unsure, the
+    # target is near 0.5 and teaches little; false counts every pixel the same.
+    image_confidence: bool = False
     # Not the paper's (0 there): during test-time adaptation, the objectness channel also learns the
     # unadapted model's own objectness maps (binary cross-entropy): an anchor, so that fitting the
     # video's motion does not move objectness to another channel (training/adapt.py).

@@ -50,13 +50,28 @@ def paste_objects(images: torch.Tensor, objectness: torch.Tensor, scale_range=(0
     return composites.to(images.dtype), (alpha + (1 - alpha) * own)[:, 0]
 
 
-def distillation_loss(target: torch.Tensor, masks: torch.Tensor, channel: int) -> torch.Tensor:
+def distillation_loss(target: torch.Tensor, masks: torch.Tensor, channel: int,
+                      weight: torch.Tensor | None = None) -> torch.Tensor:
     """Binary cross-entropy of the soft masks' channel ``channel`` against a soft target map.
 
     target: (B, h, w) in 0..1 on the masks' grid; masks: (B, c, h, w), softmax over c.
+    weight: None (every pixel counts the same) or (B, h, w) >= 0, each pixel's share:
+    the loss is then the weighted mean (0 where every weight is 0).
     """
     if not 0 <= channel < masks.shape[1]:
         raise ValueError(f"loss.distill_channel {channel} is not one of the {masks.shape[1]} mask channels")
     with torch.autocast(masks.device.type, enabled=False):
         prob = masks[:, channel].float().clamp(1e-6, 1 - 1e-6)
-        return F.binary_cross_entropy(prob, target.float())
+        if weight is None:
+            return F.binary_cross_entropy(prob, target.float())
+        weight = weight.float()
+        bce = F.binary_cross_entropy(prob, target.float(), reduction="none")
+        return (weight * bce).sum() / weight.sum().clamp_min(1e-6)
+
+
+def confidence(target: torch.Tensor) -> torch.Tensor:
+    """How far a soft target map is from undecided, |2 t - 1| in 0..1 (``loss.image_confidence``).
+
+    0 where the target is 0.5 (its teachers disagree, or both are unsure), 1 where it is 0 or 1.
+    """
+    return (2 * target.float() - 1).abs()

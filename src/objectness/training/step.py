@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from ..config import Config, ConfigError
 from ..device import autocast
 from ..model.amd import AMDOutput
-from ..objectives.distillation import distillation_loss, paste_objects
+from ..objectives.distillation import confidence, distillation_loss, paste_objects
 from ..objectives.flow_fit import flow_fit_loss
 from ..objectives.motion_masks import motion_mask_loss
 from ..objectives.view_synthesis import view_synthesis_loss
@@ -92,7 +92,8 @@ def training_step(model, frames, loss_cfg, flows=None, teachers=None, images=Non
         # The objectness channel learns each still image's target map (training/image_targets.py).
         masks = distributed.unwrap(model).appearance(images["images"])  # (Bi, c, h, w)
         target = F.interpolate(images["targets"][:, None], size=tuple(masks.shape[-2:]), mode="area")[:, 0]
-        still = distillation_loss(sharpened(target, loss_cfg.distill_gain), masks, loss_cfg.distill_channel)
+        weight = confidence(target) if loss_cfg.image_confidence else None  # of the target before sharpening
+        still = distillation_loss(sharpened(target, loss_cfg.distill_gain), masks, loss_cfg.distill_channel, weight)
         loss = loss + loss_cfg.image_weight * still
         terms["image"] = still.detach()
     return loss, terms, out
