@@ -161,6 +161,7 @@ def test_a_student_with_pasted_objects_learns_them_too(tmp_path, tiny_overrides,
     (["loss.motion_mask_weight=1", "loss.motion_mask_channel=1"], "make them equal"),
     (["loss.distill_from=[missing.safetensors]"], "not found"),
     (["loss.distill_weight=0"], "needs loss.distill_weight"),
+    (["loss.image_confidence=true"], "needs loss.image_weight"),
 ])
 def test_a_bad_distillation_is_refused_before_the_run_folder_is_made(tmp_path, tiny_overrides, overrides, message):
     with pytest.raises((ConfigError, CheckpointError), match=message):

@@ -513,6 +513,8 @@ def check_loss(cfg: LossConfig, model: Optional[ModelConfig] = None) -> None:
     if cfg.paste_weight and not cfg.distill_weight:
         raise ConfigError("loss.paste_weight pastes the objects of the teachers' maps: it needs loss.distill_weight > 0")
     _in_range("loss.image_prior_weight", cfg.image_prior_weight, 0, 1)
+    if cfg.image_confidence and not cfg.image_weight:
+        raise ConfigError("loss.image_confidence weighs the still images' pixels: it needs loss.image_weight > 0")
     _in_range("loss.distill_gain", cfg.distill_gain, 1, 100)
     if not (cfg.view_synthesis_weight or cfg.flow_fit_weight or cfg.motion_mask_weight or cfg.distill_weight
             or cfg.image_weight):
