@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from objectness.data.saliency_prior import rbd_saliency
+from objectness.data.saliency_prior import contrast_saliency, prior_saliency, rbd_saliency
 
 
 def _textured_background(height=96, width=128, seed=0) -> np.ndarray:
@@ -45,6 +45,67 @@ def test_the_saliency_prior_is_a_baseline_checkpoint_at_the_images_size():
     image = _textured_background(height=240, width=320)
     image[80:160, 120:200] = (220, 40, 40)
     segmenter = load_segmenter("saliency-prior", device="cpu")
+    soft = segment_images(segmenter, [image])[0]
+    assert segmenter.is_baseline and soft.shape == (240, 320)
+    assert soft[90:150, 130:190].mean() > 0.7 and soft[:60].mean() < 0.15
+
+
+
+def _object_at(top: int, left: int) -> np.ndarray:
+    image = _textured_background()
+    image[top:top + 32, left:left + 32] = (220, 40, 40)
+    return image
+
+
+def test_region_contrast_finds_an_object_of_its_own_colour_and_favours_the_centre():
+    centred = contrast_saliency(_object_at(32, 48))
+    assert centred.shape == (96, 128) and centred.dtype == np.float32
+    assert 0 <= centred.min() and centred.max() <= 1
+    inside = centred[36:60, 52:76].mean()
+    assert inside > 0.7 and centred[:, :24].mean() < 0.1
+    near_corner = contrast_saliency(_object_at(4, 4))  # the same object, off-centre: a weaker peak
+    assert near_corner.max() == 1 and near_corner[8:32, 8:32].mean() < inside - 0.1
+    assert near_corner[8:32, 8:32].mean() > 4 * near_corner[60:, 80:].mean()  # but still the object
+
+
+def test_rbd_contrast_finds_the_object_and_differs_from_rbd():
+    image = _object_at(32, 48)
+    rbd, fused = prior_saliency(image, "rbd"), prior_saliency(image, "rbd-contrast")
+    assert fused.shape == (96, 128) and fused.dtype == np.float32
+    assert fused[36:60, 52:76].mean() > 0.7 and np.concatenate([fused[:24].ravel(), fused[72:].ravel()]).mean() < 0.15
+    assert np.abs(fused - rbd).max() > 0.05
+
+def test_an_unknown_prior_is_refused_by_the_function_and_the_config():
+    from objectness.config import ConfigError, load_config
+
+    with pytest.raises(ValueError, match="rbd-contrast"):
+        prior_saliency(_textured_background(), "contrast")
+    with pytest.raises(ConfigError, match="loss.image_prior"):
+        load_config(None, ["loss.image_prior=contrast"])
+
+
+def test_each_prior_has_its_own_cache(tmp_path):
+    from PIL import Image
+
+    from objectness.data.images import StillImages
+    from objectness.data.saliency_prior import prior_maps
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.fromarray(_object_at(32, 48)).save(folder / "a.png")
+    images = StillImages(folder)
+    rbd = prior_maps(images, "rbd", tmp_path / "cache").get(0)
+    fused = prior_maps(images, "rbd-contrast", tmp_path / "cache").get(0)
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 2
+    assert np.abs(rbd - fused).max() > 0.05
+
+
+def test_the_rbd_contrast_prior_is_a_baseline_checkpoint_too():
+    from objectness.inference.segmenter import load_segmenter, segment_images
+
+    image = _textured_background(height=240, width=320)
+    image[80:160, 120:200] = (220, 40, 40)
+    segmenter = load_segmenter("rbd-contrast-prior", device="cpu")
     soft = segment_images(segmenter, [image])[0]
     assert segmenter.is_baseline and soft.shape == (240, 320)
     assert soft[90:150, 130:190].mean() > 0.7 and soft[:60].mean() < 0.15

@@ -135,8 +135,8 @@ def add_segment_parser(subparsers) -> None:
                         help="image files, video files (mp4, avi, mov, webm, mkv) and folders")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
     parser.add_argument("--checkpoint", metavar="CKPT",
-                        help="a run folder, last.pt or model.safetensors; 'centre-prior' or 'saliency-prior' "
-                             "for a baseline with no learning")
+                        help="a run folder, last.pt or model.safetensors; 'centre-prior', 'saliency-prior' or "
+                             "'rbd-contrast-prior' for a baseline with no learning")
     parser.add_argument("--channel", type=int, metavar="K",
                         help="the objectness channel (default: the one stored with the checkpoint)")
     parser.add_argument("--threshold", type=_unit_interval, default=0.5, metavar="T",
@@ -316,7 +316,8 @@ def add_evaluate_parser(subparsers) -> None:
     parser.add_argument("--masks", type=Path, metavar="DIR", help="saliency: the masks folder (instead of --root)")
     parser.add_argument("--checkpoint", metavar="CKPT",
                         help="a run folder, last.pt, model.safetensors, or a baseline with no learning: "
-                             "'centre-prior' (a blob at the centre) or 'saliency-prior' (robust background detection)")
+                             "'centre-prior' (a blob at the centre), 'saliency-prior' (robust background detection) or "
+                             "'rbd-contrast-prior' (that at three scales, averaged with a region contrast)")
     parser.add_argument("--channel", type=int, metavar="K", help="objectness channel (default: the stored one)")
     parser.add_argument("--mode", choices=("per-image", "per-video"), default="per-image",
                         help="video benchmarks: per-image, or per-video with adaptation (default: per-image)")

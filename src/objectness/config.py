@@ -28,6 +28,8 @@ class ConfigError(ValueError):
     """A config file or override that cannot be applied."""
 
 
+IMAGE_PRIORS = ("rbd", "rbd-contrast")  # the classical priors of loss.image_prior (data/saliency_prior.py)
+
 @dataclass
 class AppearanceConfig:
     """f_A: ResNet backbone (from scratch) and FCN head (docs/method.md#the-appearance-network)."""
@@ -112,6 +114,9 @@ class LossConfig:
     # The image target's share from the classical background-connectivity prior (data/saliency_prior.py);
     # the rest is the teachers' (loss.distill_from) objectness map. 1 = the prior alone.
     image_prior_weight: float = 0.5
+    # Which classical prior (data/saliency_prior.py): "rbd", robust background detection, or
+    # "rbd-contrast", RBD at three superpixel scales averaged with a centre-weighted region contrast.
+    image_prior: str = "rbd"
     # Each pixel of a still image counted by its target's confidence |2 t - 1| (t before
     # loss.distill_gain): where the teachers and the prior disagree, or both are unsure, the
     # target is near 0.5 and teaches little; false counts every pixel the same.
@@ -513,6 +518,8 @@ def check_loss(cfg: LossConfig, model: Optional[ModelConfig] = None) -> None:
     if cfg.paste_weight and not cfg.distill_weight:
         raise ConfigError("loss.paste_weight pastes the objects of the teachers' maps: it needs loss.distill_weight > 0")
     _in_range("loss.image_prior_weight", cfg.image_prior_weight, 0, 1)
+    if cfg.image_prior not in IMAGE_PRIORS:
+        raise ConfigError(f"loss.image_prior must be one of {', '.join(IMAGE_PRIORS)}, got {cfg.image_prior!r}")
     if cfg.image_confidence and not cfg.image_weight:
         raise ConfigError("loss.image_confidence weighs the still images' pixels: it needs loss.image_weight > 0")
     _in_range("loss.distill_gain", cfg.distill_gain, 1, 100)

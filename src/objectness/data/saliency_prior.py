@@ -10,6 +10,13 @@ problem on the superpixel graph makes the map smooth where colours are alike.
 It reads the image and nothing else. ``rbd_saliency`` gives the map; it is the
 second teacher of still images (training/image_targets.py), beside the
 objectness that a model learned from video.
+
+``loss.image_prior`` picks which prior teaches: ``rbd`` (the map above, at 300
+superpixels) or ``rbd-contrast``: the mean of RBD at 150, 300 and 600
+superpixels and of a centre-weighted region contrast (``contrast_saliency``:
+Cheng et al., "Global contrast based salient region detection", CVPR 2011,
+with a Gaussian centre weight): a second cue, how a region's colour differs
+from the rest of the image near it, beside how it connects to the border.
 """
 from __future__ import annotations
 
@@ -17,6 +24,8 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse import linalg as sparse_linalg
 from scipy.sparse.csgraph import shortest_path
+
+from ..config import IMAGE_PRIORS
 
 SIGMA_COLOUR = 10.0  # Lab distance scale of the geodesic area and the smoothness weights (the paper's sigma_clr)
 SIGMA_BOUNDARY = 1.0  # boundary connectivity -> background probability (sigma_bndCon)
@@ -80,6 +89,58 @@ def rbd_saliency(image: np.ndarray, superpixels: int = 300) -> np.ndarray:
     return _unit(saliency)[labels].astype(np.float32)
 
 
+CONTRAST_SIGMA_SPACE = 0.4  # spatial scale of the region contrast, in units of the image's size
+CONTRAST_SIGMA_CENTRE = 0.25  # the centre weight's Gaussian, in units of the image's size
+RBD_SUPERPIXELS = (150, 300, 600)  # the scales of ``rbd-contrast``'s RBD
+
+
+def contrast_saliency(image: np.ndarray, superpixels: int = 300) -> np.ndarray:
+    """Centre-weighted region contrast of an (H, W, 3) uint8 RGB image: (H, W) float32 in 0..1.
+
+    Each superpixel's Lab distance to every other, weighted by the other's area and by
+    exp(-d^2 / sigma^2) of the distance d between their centres, times a Gaussian weight of its
+    own centre's distance from the image's centre; min-max normalised.
+    """
+    labels, colour, centre, counts = _superpixels(image, superpixels)
+    colour_distance = np.linalg.norm(colour[:, None] - colour[None], axis=-1)
+    space = np.linalg.norm(centre[:, None] - centre[None], axis=-1)
+    contrast = (colour_distance * np.exp(-space ** 2 / CONTRAST_SIGMA_SPACE ** 2) * counts[None]).sum(1)
+    centred = np.exp(-((centre - 0.5) ** 2).sum(1) / (2 * CONTRAST_SIGMA_CENTRE ** 2))
+    return _unit(contrast * centred)[labels].astype(np.float32)
+
+
+def _superpixels(image: np.ndarray, superpixels: int) -> tuple:
+    """SLIC labels (H, W) and each superpixel's mean Lab colour (n, 3), centre (n, 2; y, x in 0..1), pixel count (n,)."""
+    from skimage.color import rgb2lab
+    from skimage.segmentation import slic
+
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image.dtype} {image.shape}")
+    labels = slic(image, n_segments=superpixels, compactness=10, start_label=0)
+    n = int(labels.max()) + 1
+    height, width = labels.shape
+    counts = np.bincount(labels.ravel(), minlength=n).astype(np.float64)  # 0 for a label SLIC left unused
+    lab = rgb2lab(image).reshape(-1, 3)
+    ys, xs = np.mgrid[0:height, 0:width]
+    sums = [np.bincount(labels.ravel(), values.ravel(), minlength=n)
+            for values in (lab[:, 0], lab[:, 1], lab[:, 2], ys / height, xs / width)]
+    means = np.stack(sums, 1) / np.maximum(counts, 1)[:, None]
+    return labels, means[:, :3], means[:, 3:], counts
+
+
+PRIORS = IMAGE_PRIORS  # the values of loss.image_prior
+
+
+def prior_saliency(image: np.ndarray, prior: str = "rbd") -> np.ndarray:
+    """The prior ``prior`` (one of PRIORS) of an (H, W, 3) uint8 RGB image: (H, W) float32 in 0..1."""
+    if prior == "rbd":
+        return rbd_saliency(image)
+    if prior == "rbd-contrast":
+        rbd = _unit(np.mean([rbd_saliency(image, n) for n in RBD_SUPERPIXELS], axis=0))
+        return _unit((rbd + contrast_saliency(image)) / 2).astype(np.float32)
+    raise ValueError(f"unknown saliency prior {prior!r}: one of {', '.join(PRIORS)}")
+
+
 def _neighbour_pairs(labels: np.ndarray, n: int) -> np.ndarray:
     """(E, 2) unique pairs a < b of superpixels that touch (4-neighbourhood)."""
     pairs = np.concatenate([
@@ -100,15 +161,18 @@ def _unit(values: np.ndarray) -> np.ndarray:
 PRIOR_SHORT_EDGE = 192  # the prior is computed at most at this shorter edge (DUTS-TR's images as provided)
 
 
-def prior_maps(images, cache_dir=None):
-    """The prior of every image of a data.images.StillImages, cached (data/images.py)."""
+def prior_maps(images, prior: str = "rbd", cache_dir=None):
+    """The prior ``prior`` (PRIORS) of every image of a data.images.StillImages, cached (data/images.py)."""
     from .images import load_or_compute_maps
 
-    def prior(image: np.ndarray) -> np.ndarray:
-        return rbd_saliency(shrink_image(image, PRIOR_SHORT_EDGE))
+    if prior not in PRIORS:
+        raise ValueError(f"unknown saliency prior {prior!r}: one of {', '.join(PRIORS)}")
 
-    key = f"rbd-v1-{PRIOR_SHORT_EDGE}-{images.digest()}"
-    return load_or_compute_maps(images, key, prior, "saliency prior of data.images", cache_dir)
+    def compute(image: np.ndarray) -> np.ndarray:
+        return prior_saliency(shrink_image(image, PRIOR_SHORT_EDGE), prior)
+
+    key = f"{prior}-v1-{PRIOR_SHORT_EDGE}-{images.digest()}"
+    return load_or_compute_maps(images, key, compute, f"saliency prior ({prior}) of data.images", cache_dir)
 
 
 def shrink_image(image: np.ndarray, short_edge: int) -> np.ndarray:

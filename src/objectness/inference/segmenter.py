@@ -25,7 +25,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..config import Config, check_guided_filter, check_test_scales
-from ..data.saliency_prior import PRIOR_SHORT_EDGE, rbd_saliency, shrink_image
+from ..data.saliency_prior import PRIOR_SHORT_EDGE, prior_saliency, shrink_image
 from ..data.video import FrameError, Video, as_rgb_array, as_video
 from ..device import autocast, memory_format, resolve_device, resolve_precision
 from ..model.checkpoint import CheckpointError, load_model
@@ -41,8 +41,9 @@ from .sizing import (
 log = logging.getLogger(__name__)
 
 CENTRE_PRIOR = "centre-prior"  # checkpoint names of the baselines with no weights: a Gaussian blob at the centre,
-SALIENCY_PRIOR = "saliency-prior"  # and the classical background-connectivity prior (data/saliency_prior.py)
-BASELINES = (CENTRE_PRIOR, SALIENCY_PRIOR)
+SALIENCY_PRIOR = "saliency-prior"  # and the classical background-connectivity prior (data/saliency_prior.py),
+CONTRAST_PRIOR = "rbd-contrast-prior"  # or that prior at three scales averaged with region contrast (loss.image_prior)
+BASELINES = (CENTRE_PRIOR, SALIENCY_PRIOR, CONTRAST_PRIOR)
 BATCH_SIZE = 8  # images per forward pass at test time
 
 
@@ -142,9 +143,10 @@ def _objectness(segmenter: Segmenter, images: list) -> list:
 
 
 def _baseline_map(segmenter: Segmenter, image: np.ndarray) -> np.ndarray:
-    """The map of a baseline with no weights: the centre prior, or the saliency prior at its own scale."""
-    if segmenter.baseline == SALIENCY_PRIOR:
-        prior = rbd_saliency(shrink_image(image, PRIOR_SHORT_EDGE))
+    """The map of a baseline with no weights: the centre prior, or a saliency prior at its own scale."""
+    if segmenter.baseline in (SALIENCY_PRIOR, CONTRAST_PRIOR):
+        kind = "rbd" if segmenter.baseline == SALIENCY_PRIOR else "rbd-contrast"
+        prior = prior_saliency(shrink_image(image, PRIOR_SHORT_EDGE), kind)
         size = (image.shape[1], image.shape[0])
         return np.asarray(Image.fromarray(prior).resize(size, Image.Resampling.BILINEAR), dtype=np.float32)
     return centre_prior(*image.shape[:2])

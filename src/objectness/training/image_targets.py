@@ -36,7 +36,7 @@ def build_image_dataset(cfg: Config, device, seed: int) -> ImageDataset:
                               "loss.distill_from (or loss.image_prior_weight=1: the prior alone)")
         targets.append((teacher_maps(cfg.loss.distill_from, images, device, cfg.data.map_cache), 1 - weight))
     if weight > 0:
-        targets.append((prior_maps(images, cfg.data.map_cache), weight))
+        targets.append((prior_maps(images, cfg.loss.image_prior, cfg.data.map_cache), weight))
     return ImageDataset(images, targets, cfg.data, seed)
 
 
