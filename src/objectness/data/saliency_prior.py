@@ -36,22 +36,9 @@ GEODESIC_CLIP = 3.0  # Lab steps below this are noise inside one region: they co
 
 def rbd_saliency(image: np.ndarray, superpixels: int = 300) -> np.ndarray:
     """The robust-background-detection saliency of an (H, W, 3) uint8 RGB image: (H, W) float32 in 0..1."""
-    from skimage.color import rgb2lab
-    from skimage.segmentation import slic
-
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"rbd_saliency expects an (H, W, 3) uint8 RGB image, got {image.dtype} {image.shape}")
-    height, width = image.shape[:2]
-    labels = slic(image, n_segments=superpixels, compactness=10, start_label=0)  # (H, W) superpixel index
-    n = int(labels.max()) + 1
-    lab = rgb2lab(image).reshape(-1, 3)
-    counts = np.bincount(labels.ravel(), minlength=n).astype(np.float64)
+    labels, colour, centre, counts = _superpixels(image, superpixels)
+    n = len(counts)
     present = counts > 0
-    counts[~present] = 1
-    colour = np.stack([np.bincount(labels.ravel(), lab[:, k], minlength=n) for k in range(3)], 1) / counts[:, None]
-    ys, xs = np.mgrid[0:height, 0:width]
-    centre = np.stack([np.bincount(labels.ravel(), (ys / height).ravel(), minlength=n),
-                       np.bincount(labels.ravel(), (xs / width).ravel(), minlength=n)], 1) / counts[:, None]
 
     neighbours = _neighbour_pairs(labels, n)  # (E, 2)
     border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
