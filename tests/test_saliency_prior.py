@@ -39,16 +39,16 @@ def test_only_8_bit_rgb_is_accepted():
         rbd_saliency(np.zeros((32, 32), dtype=np.uint8))
 
 
-def test_the_saliency_prior_is_a_baseline_checkpoint_at_the_images_size():
+@pytest.mark.parametrize("baseline", ["saliency-prior", "rbd-contrast-prior"])
+def test_each_saliency_prior_is_a_baseline_checkpoint_at_the_images_size(baseline):
     from objectness.inference.segmenter import load_segmenter, segment_images
 
     image = _textured_background(height=240, width=320)
     image[80:160, 120:200] = (220, 40, 40)
-    segmenter = load_segmenter("saliency-prior", device="cpu")
+    segmenter = load_segmenter(baseline, device="cpu")
     soft = segment_images(segmenter, [image])[0]
     assert segmenter.is_baseline and soft.shape == (240, 320)
     assert soft[90:150, 130:190].mean() > 0.7 and soft[:60].mean() < 0.15
-
 
 
 def _object_at(top: int, left: int) -> np.ndarray:
@@ -75,6 +75,7 @@ def test_rbd_contrast_finds_the_object_and_differs_from_rbd():
     assert fused[36:60, 52:76].mean() > 0.7 and np.concatenate([fused[:24].ravel(), fused[72:].ravel()]).mean() < 0.15
     assert np.abs(fused - rbd).max() > 0.05
 
+
 def test_an_unknown_prior_is_refused_by_the_function_and_the_config():
     from objectness.config import ConfigError, load_config
 
@@ -99,13 +100,3 @@ def test_each_prior_has_its_own_cache(tmp_path):
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 2
     assert np.abs(rbd - fused).max() > 0.05
 
-
-def test_the_rbd_contrast_prior_is_a_baseline_checkpoint_too():
-    from objectness.inference.segmenter import load_segmenter, segment_images
-
-    image = _textured_background(height=240, width=320)
-    image[80:160, 120:200] = (220, 40, 40)
-    segmenter = load_segmenter("rbd-contrast-prior", device="cpu")
-    soft = segment_images(segmenter, [image])[0]
-    assert segmenter.is_baseline and soft.shape == (240, 320)
-    assert soft[90:150, 130:190].mean() > 0.7 and soft[:60].mean() < 0.15

@@ -30,6 +30,7 @@ class ConfigError(ValueError):
 
 IMAGE_PRIORS = ("rbd", "rbd-contrast")  # the classical priors of loss.image_prior (data/saliency_prior.py)
 
+
 @dataclass
 class AppearanceConfig:
     """f_A: ResNet backbone (from scratch) and FCN head (docs/method.md#the-appearance-network)."""

@@ -20,6 +20,8 @@ from the rest of the image near it, beside how it connects to the border.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from scipy import sparse
 from scipy.sparse import linalg as sparse_linalg
@@ -34,9 +36,25 @@ SMOOTH_FLOOR = 0.1  # mu: every neighbour pair is pulled together a little, what
 GEODESIC_CLIP = 3.0  # Lab steps below this are noise inside one region: they cost nothing on a path
 
 
+class Superpixels(NamedTuple):
+    """An image's SLIC superpixels: labels (H, W), and per superpixel its mean Lab colour (n, 3), its
+    centre (n, 2; y, x in 0..1 of the image's height and width) and its pixel count (n,; 0 for a label
+    SLIC left unused)."""
+
+    labels: np.ndarray
+    colour: np.ndarray
+    centre: np.ndarray
+    counts: np.ndarray
+
+
 def rbd_saliency(image: np.ndarray, superpixels: int = 300) -> np.ndarray:
     """The robust-background-detection saliency of an (H, W, 3) uint8 RGB image: (H, W) float32 in 0..1."""
-    labels, colour, centre, counts = _superpixels(image, superpixels)
+    return _rbd(_superpixels(image, superpixels))
+
+
+def _rbd(regions: Superpixels) -> np.ndarray:
+    """rbd_saliency from the image's superpixel summary."""
+    labels, colour, centre, counts = regions
     n = len(counts)
     present = counts > 0
 
@@ -79,16 +97,22 @@ def rbd_saliency(image: np.ndarray, superpixels: int = 300) -> np.ndarray:
 CONTRAST_SIGMA_SPACE = 0.4  # spatial scale of the region contrast, in units of the image's size
 CONTRAST_SIGMA_CENTRE = 0.25  # the centre weight's Gaussian, in units of the image's size
 RBD_SUPERPIXELS = (150, 300, 600)  # the scales of ``rbd-contrast``'s RBD
+CONTRAST_SUPERPIXELS = 300  # and of its region contrast, one of them (their superpixels are computed once)
 
 
-def contrast_saliency(image: np.ndarray, superpixels: int = 300) -> np.ndarray:
+def contrast_saliency(image: np.ndarray, superpixels: int = CONTRAST_SUPERPIXELS) -> np.ndarray:
     """Centre-weighted region contrast of an (H, W, 3) uint8 RGB image: (H, W) float32 in 0..1.
 
     Each superpixel's Lab distance to every other, weighted by the other's area and by
     exp(-d^2 / sigma^2) of the distance d between their centres, times a Gaussian weight of its
     own centre's distance from the image's centre; min-max normalised.
     """
-    labels, colour, centre, counts = _superpixels(image, superpixels)
+    return _contrast(_superpixels(image, superpixels))
+
+
+def _contrast(regions: Superpixels) -> np.ndarray:
+    """contrast_saliency from the image's superpixel summary."""
+    labels, colour, centre, counts = regions
     colour_distance = np.linalg.norm(colour[:, None] - colour[None], axis=-1)
     space = np.linalg.norm(centre[:, None] - centre[None], axis=-1)
     contrast = (colour_distance * np.exp(-space ** 2 / CONTRAST_SIGMA_SPACE ** 2) * counts[None]).sum(1)
@@ -96,8 +120,8 @@ def contrast_saliency(image: np.ndarray, superpixels: int = 300) -> np.ndarray:
     return _unit(contrast * centred)[labels].astype(np.float32)
 
 
-def _superpixels(image: np.ndarray, superpixels: int) -> tuple:
-    """SLIC labels (H, W) and each superpixel's mean Lab colour (n, 3), centre (n, 2; y, x in 0..1), pixel count (n,)."""
+def _superpixels(image: np.ndarray, superpixels: int) -> Superpixels:
+    """The image's SLIC superpixels and their mean colours, centres and sizes."""
     from skimage.color import rgb2lab
     from skimage.segmentation import slic
 
@@ -106,26 +130,28 @@ def _superpixels(image: np.ndarray, superpixels: int) -> tuple:
     labels = slic(image, n_segments=superpixels, compactness=10, start_label=0)
     n = int(labels.max()) + 1
     height, width = labels.shape
-    counts = np.bincount(labels.ravel(), minlength=n).astype(np.float64)  # 0 for a label SLIC left unused
+    counts = np.bincount(labels.ravel(), minlength=n).astype(np.float64)
     lab = rgb2lab(image).reshape(-1, 3)
     ys, xs = np.mgrid[0:height, 0:width]
     sums = [np.bincount(labels.ravel(), values.ravel(), minlength=n)
             for values in (lab[:, 0], lab[:, 1], lab[:, 2], ys / height, xs / width)]
     means = np.stack(sums, 1) / np.maximum(counts, 1)[:, None]
-    return labels, means[:, :3], means[:, 3:], counts
-
-
-PRIORS = IMAGE_PRIORS  # the values of loss.image_prior
+    return Superpixels(labels, means[:, :3], means[:, 3:], counts)
 
 
 def prior_saliency(image: np.ndarray, prior: str = "rbd") -> np.ndarray:
-    """The prior ``prior`` (one of PRIORS) of an (H, W, 3) uint8 RGB image: (H, W) float32 in 0..1."""
+    """The prior ``prior`` (one of IMAGE_PRIORS) of an (H, W, 3) uint8 RGB image: (H, W) float32 in 0..1."""
+    _check_prior(prior)
     if prior == "rbd":
         return rbd_saliency(image)
-    if prior == "rbd-contrast":
-        rbd = _unit(np.mean([rbd_saliency(image, n) for n in RBD_SUPERPIXELS], axis=0))
-        return _unit((rbd + contrast_saliency(image)) / 2).astype(np.float32)
-    raise ValueError(f"unknown saliency prior {prior!r}: one of {', '.join(PRIORS)}")
+    regions = {n: _superpixels(image, n) for n in RBD_SUPERPIXELS}
+    rbd = _unit(np.mean([_rbd(regions[n]) for n in RBD_SUPERPIXELS], axis=0))
+    return _unit((rbd + _contrast(regions[CONTRAST_SUPERPIXELS])) / 2).astype(np.float32)
+
+
+def _check_prior(prior: str) -> None:
+    if prior not in IMAGE_PRIORS:
+        raise ValueError(f"unknown saliency prior {prior!r}: one of {', '.join(IMAGE_PRIORS)}")
 
 
 def _neighbour_pairs(labels: np.ndarray, n: int) -> np.ndarray:
@@ -149,11 +175,10 @@ PRIOR_SHORT_EDGE = 192  # the prior is computed at most at this shorter edge (DU
 
 
 def prior_maps(images, prior: str = "rbd", cache_dir=None):
-    """The prior ``prior`` (PRIORS) of every image of a data.images.StillImages, cached (data/images.py)."""
+    """The prior ``prior`` (IMAGE_PRIORS) of every image of a data.images.StillImages, cached (data/images.py)."""
     from .images import load_or_compute_maps
 
-    if prior not in PRIORS:
-        raise ValueError(f"unknown saliency prior {prior!r}: one of {', '.join(PRIORS)}")
+    _check_prior(prior)  # before the cache's key is made
 
     def compute(image: np.ndarray) -> np.ndarray:
         return prior_saliency(shrink_image(image, PRIOR_SHORT_EDGE), prior)

@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 CENTRE_PRIOR = "centre-prior"  # checkpoint names of the baselines with no weights: a Gaussian blob at the centre,
 SALIENCY_PRIOR = "saliency-prior"  # and the classical background-connectivity prior (data/saliency_prior.py),
 CONTRAST_PRIOR = "rbd-contrast-prior"  # or that prior at three scales averaged with region contrast (loss.image_prior)
-BASELINES = (CENTRE_PRIOR, SALIENCY_PRIOR, CONTRAST_PRIOR)
+BASELINE_PRIORS = {SALIENCY_PRIOR: "rbd", CONTRAST_PRIOR: "rbd-contrast"}  # their loss.image_prior names
+BASELINES = (CENTRE_PRIOR, *BASELINE_PRIORS)
 BATCH_SIZE = 8  # images per forward pass at test time
 
 
@@ -144,9 +145,8 @@ def _objectness(segmenter: Segmenter, images: list) -> list:
 
 def _baseline_map(segmenter: Segmenter, image: np.ndarray) -> np.ndarray:
     """The map of a baseline with no weights: the centre prior, or a saliency prior at its own scale."""
-    if segmenter.baseline in (SALIENCY_PRIOR, CONTRAST_PRIOR):
-        kind = "rbd" if segmenter.baseline == SALIENCY_PRIOR else "rbd-contrast"
-        prior = prior_saliency(shrink_image(image, PRIOR_SHORT_EDGE), kind)
+    if segmenter.baseline in BASELINE_PRIORS:
+        prior = prior_saliency(shrink_image(image, PRIOR_SHORT_EDGE), BASELINE_PRIORS[segmenter.baseline])
         size = (image.shape[1], image.shape[0])
         return np.asarray(Image.fromarray(prior).resize(size, Image.Resampling.BILINEAR), dtype=np.float32)
     return centre_prior(*image.shape[:2])
