@@ -100,3 +100,31 @@ def test_each_prior_has_its_own_cache(tmp_path):
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 2
     assert np.abs(rbd - fused).max() > 0.05
 
+
+
+def test_the_prior_computed_in_several_processes_is_the_same_and_skips_the_same_images(tmp_path):
+    from PIL import Image
+
+    from objectness.data.images import StillImages
+    from objectness.data.saliency_prior import prior_maps
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for k, (top, left) in enumerate([(32, 48), (8, 16), (50, 80), (20, 30), (40, 10)]):
+        Image.fromarray(_object_at(top, left)).save(folder / f"{k}.png")
+    (folder / "2-broken.png").write_bytes(b"not an image")
+    images = StillImages(folder)
+    one = prior_maps(images, "rbd", tmp_path / "one", workers=1)
+    two = prior_maps(images, "rbd", tmp_path / "two", workers=2)
+    assert one.index == two.index and one.unreadable == two.unreadable == 1
+    np.testing.assert_array_equal(np.asarray(one.flat), np.asarray(two.flat))
+    for i, (top, left) in [(0, (32, 48)), (1, (8, 16))]:  # each image's own map, in order
+        assert two.get(i)[top + 4:top + 28, left + 4:left + 28].mean() > 0.7
+
+
+def test_the_prior_workers_must_be_at_least_one():
+    from objectness.config import ConfigError, load_config
+
+    assert load_config(None, ["data.prior_workers=2"]).data.prior_workers == 2
+    with pytest.raises(ConfigError, match="data.prior_workers"):
+        load_config(None, ["data.prior_workers=0"])

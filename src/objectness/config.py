@@ -201,6 +201,9 @@ class DataConfig:
     # Brightness, contrast and saturation of each still image scaled by U(1 - j, 1 + j); its target is not.
     image_color_jitter: float = 0.4
     map_cache: Optional[str] = None  # folder of the still images' cached target maps; null = ~/.cache/objectness/maps
+    # Processes that compute the still images' saliency prior (once; cached): null = one per CPU core
+    # (shared among torchrun's processes on a machine).
+    prior_workers: Optional[int] = None
     # Decode every frame once into the training device's memory (uint8) and crop, flip and
     # resize there (data/device_frames.py) instead of DataLoader workers; source may also be a frame pack (.npz).
     on_device: bool = False
@@ -598,6 +601,8 @@ def _check_data(d: DataConfig) -> None:
     _in_range("data.color_jitter", d.color_jitter, 0, 1, high_open=True)
     _at_least("data.workers", d.workers, 0)
     _at_least("data.image_batch_size", d.image_batch_size, 1)
+    if d.prior_workers is not None:
+        _at_least("data.prior_workers", d.prior_workers, 1)
     _in_range("data.image_color_jitter", d.image_color_jitter, 0, 1, high_open=True)
     if d.images is not None and (not isinstance(d.images, str) or not d.images.strip()):
         raise ConfigError(f"config key 'data.images' must name a folder of images or be null, got {d.images!r}")

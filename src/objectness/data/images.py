@@ -17,7 +17,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
+from concurrent.futures import ProcessPoolExecutor
+from itertools import repeat
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -98,9 +101,11 @@ class MapCache:
 
 
 def load_or_compute_maps(images: StillImages, key: str, compute: Callable, description: str,
-                         cache_dir=None) -> MapCache:
+                         cache_dir=None, workers: int = 1) -> MapCache:
     """The maps of ``images`` under ``key`` (a digest of how they are made), from the cache if there, else
     ``compute(image uint8 (H, W, 3)) -> (H, W) float in 0..1`` on each image (a progress bar) and saved.
+    With ``workers`` > 1, that many processes compute them (``compute`` must then be picklable: a
+    module-level function or a functools.partial of one); the maps are the same as with one.
     Unreadable images are skipped with a warning and counted."""
     folder = Path(cache_dir) if cache_dir else default_cache_dir()
     array_path, index_path = folder / f"{key}.npy", folder / f"{key}.json"
@@ -111,17 +116,15 @@ def load_or_compute_maps(images: StillImages, key: str, compute: Callable, descr
             raise DataError(f"{index_path} holds {len(index)} maps for {len(images)} images; delete it")
         return MapCache(np.load(array_path, mmap_mode="r"), index)
     chunks, index, offset = [], [], 0
-    for i in tqdm(range(len(images)), desc=description, unit="image"):
-        try:
-            image = images.read(i)
-        except FrameError as err:
-            logger.warning("unreadable image skipped: %s", err)
+    for stored, shape, error in tqdm(_compute_all(images, compute, workers), total=len(images),
+                                     desc=description, unit="image"):
+        if error is not None:
+            logger.warning("unreadable image skipped: %s", error)
             index.append([-1, 0, 0])
             continue
-        soft = shrink_map(np.asarray(compute(image), dtype=np.float32), MAP_SHORT_EDGE)
-        chunks.append((np.clip(soft, 0, 1) * 255 + 0.5).astype(np.uint8).ravel())
-        index.append([offset, *soft.shape])
-        offset += soft.size
+        chunks.append(stored)
+        index.append([offset, *shape])
+        offset += stored.size
     if not chunks:
         raise DataError(f"data.images: none of the {len(images)} images in {images.folder} could be read")
     flat = np.concatenate(chunks)
@@ -132,6 +135,37 @@ def load_or_compute_maps(images: StillImages, key: str, compute: Callable, descr
     if cache.unreadable:
         logger.warning("%d of %d images could not be read and are left out", cache.unreadable, len(images))
     return cache
+
+
+def _compute_all(images: StillImages, compute: Callable, workers: int):
+    """``_map_of`` each image in order: in this process, or in ``workers`` processes (spawned, not
+    forked, so that no thread state of the parent's torch is copied into them)."""
+    if workers <= 1 or len(images) < 2:
+        yield from (_map_of(images, i, compute) for i in range(len(images)))
+        return
+    workers = min(workers, len(images))
+    chunk = max(1, min(32, len(images) // (4 * workers)))
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield from pool.map(_map_of, repeat(images), range(len(images)), repeat(compute), chunksize=chunk)
+
+
+def _map_of(images: StillImages, i: int, compute: Callable) -> tuple:
+    """(the map of image ``i`` as flat uint8 at MAP_SHORT_EDGE, its (h, w), None), or (None, None, the
+    reason) where the image cannot be read."""
+    try:
+        image = images.read(i)
+    except FrameError as err:
+        return None, None, str(err)
+    soft = shrink_map(np.asarray(compute(image), dtype=np.float32), MAP_SHORT_EDGE)
+    return (np.clip(soft, 0, 1) * 255 + 0.5).astype(np.uint8).ravel(), soft.shape, None
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _save_array(path: Path, array: np.ndarray) -> None:

@@ -20,6 +20,7 @@ from the rest of the image near it, beside how it connects to the border.
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import NamedTuple
 
 import numpy as np
@@ -174,17 +175,19 @@ def _unit(values: np.ndarray) -> np.ndarray:
 PRIOR_SHORT_EDGE = 192  # the prior is computed at most at this shorter edge (DUTS-TR's images as provided)
 
 
-def prior_maps(images, prior: str = "rbd", cache_dir=None):
-    """The prior ``prior`` (IMAGE_PRIORS) of every image of a data.images.StillImages, cached (data/images.py)."""
+def prior_maps(images, prior: str = "rbd", cache_dir=None, workers: int = 1):
+    """The prior ``prior`` (IMAGE_PRIORS) of every image of a data.images.StillImages, cached (data/images.py),
+    computed in ``workers`` processes."""
     from .images import load_or_compute_maps
 
     _check_prior(prior)  # before the cache's key is made
-
-    def compute(image: np.ndarray) -> np.ndarray:
-        return prior_saliency(shrink_image(image, PRIOR_SHORT_EDGE), prior)
-
     key = f"{prior}-v1-{PRIOR_SHORT_EDGE}-{images.digest()}"
-    return load_or_compute_maps(images, key, compute, f"saliency prior ({prior}) of data.images", cache_dir)
+    return load_or_compute_maps(images, key, partial(_prior_of_image, prior=prior),
+                                f"saliency prior ({prior}) of data.images", cache_dir, workers)
+
+
+def _prior_of_image(image: np.ndarray, prior: str) -> np.ndarray:
+    return prior_saliency(shrink_image(image, PRIOR_SHORT_EDGE), prior)
 
 
 def shrink_image(image: np.ndarray, short_edge: int) -> np.ndarray:

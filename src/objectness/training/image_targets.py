@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
 from ..config import Config, ConfigError
-from ..data.images import ImageDataset, StillImages, load_or_compute_maps
+from ..data.images import ImageDataset, StillImages, available_cores, load_or_compute_maps
 from ..data.saliency_prior import prior_maps
 from ..inference.segmenter import load_segmenter, segment_images
 from ..model.checkpoint import LAST, WEIGHTS
@@ -36,7 +37,9 @@ def build_image_dataset(cfg: Config, device, seed: int) -> ImageDataset:
                               "loss.distill_from (or loss.image_prior_weight=1: the prior alone)")
         targets.append((teacher_maps(cfg.loss.distill_from, images, device, cfg.data.map_cache), 1 - weight))
     if weight > 0:
-        targets.append((prior_maps(images, cfg.loss.image_prior, cfg.data.map_cache), weight))
+        # By default the machine's cores, shared among torchrun's processes on it (each computes the maps).
+        workers = cfg.data.prior_workers or max(1, available_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        targets.append((prior_maps(images, cfg.loss.image_prior, cfg.data.map_cache, workers), weight))
     return ImageDataset(images, targets, cfg.data, seed)
 
 
