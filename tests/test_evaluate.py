@@ -183,6 +183,23 @@ def test_predictions_made_with_another_guided_filter_are_not_reused(video_root, 
     summary = evaluate(refined, "davis2016", root, tmp_path / "out", overwrite=True, progress=False)
     assert summary["guided_filter"] == {"radius": 0.2, "eps": 0.001}
     assert "- guided_filter: radius 0.2 of the shorter edge, eps 0.001" in (tmp_path / "out" / "summary.md").read_text()
+    sharper = load_segmenter(tmp_path / "model.safetensors", device="cpu", guided_radius=0.2, guided_eps=1e-4)
+    assert sharper.guided_eps == 1e-4
+    with pytest.raises(EvaluationError, match="guided_filter"):
+        evaluate(sharper, "davis2016", root, tmp_path / "out", reuse=True, progress=False)
+
+
+def test_cli_sets_the_guided_filters_eps_and_refuses_a_bad_one(video_root, tmp_path, tiny_config, capsys):
+    root, _ = video_root
+    save_weights(tmp_path / "model.safetensors", AMD(tiny_config.model), tiny_config, metadata(objectness_channel=1))
+    common = ["evaluate", "davis2016", "--root", str(root), "--checkpoint", str(tmp_path / "model.safetensors"),
+              "--guided-radius", "0.2"]
+    assert cli.main([*common, "--guided-eps", "0.0001", "--out", str(tmp_path / "out")]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["guided_filter"] == {"radius": 0.2, "eps": 0.0001}
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([*common, "--guided-eps", "0", "--out", str(tmp_path / "bad")])
+    assert exit_info.value.code == 2 and "must be positive" in capsys.readouterr().err
 
 
 def test_cli_evaluates_the_centre_prior_and_prints_the_table(video_root, tmp_path, capsys):

@@ -166,6 +166,9 @@ def _add_test_time_arguments(parser) -> None:
                         help="refine each objectness map by the guided filter with the image as guide, in windows "
                              "of radius R times the shorter edge; 0 turns it off (default: the checkpoint's "
                              "data.test_guided_radius)")
+    parser.add_argument("--guided-eps", type=_positive_float, metavar="E",
+                        help="the guided filter's regularisation, in squared colours of 0..1: the smaller, the more "
+                             "the map's edges follow the image's (default: the checkpoint's data.test_guided_eps)")
 
 
 def _positive_float(text: str) -> float:
@@ -203,7 +206,7 @@ def run_segment(args) -> int:
     from .tools.segment_files import segment_inputs
 
     segmenter = load_segmenter(args.checkpoint, args.channel, args.device, args.scales, args.guided_radius,
-                               args.precision)
+                               args.precision, args.guided_eps)
     summary = segment_inputs(segmenter, args.inputs, args.out, threshold=args.threshold, adapt_steps=args.adapt,
                              images=args.images, overwrite=args.overwrite, relative_threshold=args.relative_threshold)
     print(f"segmented {len(summary['outputs'])} input(s): results in {args.out}")
@@ -351,7 +354,7 @@ def run_evaluate(args) -> int:
         raise ConfigError("evaluate: give --root (or, for a saliency set, --images and --masks)")
     checkpoint = args.checkpoint if args.checkpoint is not None else default_checkpoint()
     segmenter = load_segmenter(checkpoint, channel=args.channel, device=args.device, scales=args.scales,
-                               guided_radius=args.guided_radius, precision=args.precision)
+                               guided_radius=args.guided_radius, precision=args.precision, guided_eps=args.guided_eps)
     summary = evaluate(segmenter, args.benchmark, args.root, args.out, mode=args.mode, adapt_steps=args.adapt,
                        split=args.split, resolution=args.resolution, images=args.images, masks=args.masks,
                        threshold=args.threshold, relative_threshold=args.relative_threshold, reuse=args.reuse,

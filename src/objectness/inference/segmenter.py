@@ -83,7 +83,8 @@ def default_checkpoint() -> Path:
 
 
 def load_segmenter(checkpoint=None, channel: Optional[int] = None, device="auto", scales=None,
-                   guided_radius: Optional[float] = None, precision: Optional[str] = None) -> Segmenter:
+                   guided_radius: Optional[float] = None, precision: Optional[str] = None,
+                   guided_eps: Optional[float] = None) -> Segmenter:
     """A segmenter from a run folder, last.pt or .safetensors file, or ``"centre-prior"``;
     None is the model shipped with the package (MODEL_CARD.md).
 
@@ -92,7 +93,8 @@ def load_segmenter(checkpoint=None, channel: Optional[int] = None, device="auto"
     cpu, cuda, cuda:1, ... scales: multiples of the test shorter edge whose maps
     are averaged (default: the checkpoint's ``data.test_scales``). guided_radius:
     the guided filter's radius as a fraction of the shorter edge, 0 = off (default:
-    the checkpoint's ``data.test_guided_radius``). precision: bf16, fp32, or auto
+    the checkpoint's ``data.test_guided_radius``); guided_eps: its regularisation (default: the
+    checkpoint's ``data.test_guided_eps``). precision: bf16, fp32, or auto
     (bf16 where the device computes it natively; device.py); default: the checkpoint's
     ``train.precision``.
     """
@@ -115,7 +117,7 @@ def load_segmenter(checkpoint=None, channel: Optional[int] = None, device="auto"
                               f"{checkpoint} has {count} mask channels (0 to {count - 1})")
     scales = check_test_scales(cfg.data.test_scales if scales is None else scales)
     radius, eps = check_guided_filter(cfg.data.test_guided_radius if guided_radius is None else guided_radius,
-                                      cfg.data.test_guided_eps)
+                                      cfg.data.test_guided_eps if guided_eps is None else guided_eps)
     return Segmenter(model, cfg, channel, device, inference_short_edge(cfg), scales, radius, eps, precision)
 
 
