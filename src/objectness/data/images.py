@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from itertools import repeat
@@ -138,14 +137,14 @@ def load_or_compute_maps(images: StillImages, key: str, compute: Callable, descr
 
 
 def _compute_all(images: StillImages, compute: Callable, workers: int):
-    """``_map_of`` each image in order: in this process, or in ``workers`` processes (spawned, not
-    forked, so that no thread state of the parent's torch is copied into them)."""
+    """``_map_of`` each image in order: in this process, or in ``workers`` processes, started as the
+    DataLoader's workers are (the platform's default), so that scripts without a main guard work on Linux."""
     if workers <= 1 or len(images) < 2:
         yield from (_map_of(images, i, compute) for i in range(len(images)))
         return
     workers = min(workers, len(images))
     chunk = max(1, min(32, len(images) // (4 * workers)))
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(workers) as pool:
         yield from pool.map(_map_of, repeat(images), range(len(images)), repeat(compute), chunksize=chunk)
 
 
