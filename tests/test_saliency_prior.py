@@ -101,7 +101,6 @@ def test_each_prior_has_its_own_cache(tmp_path):
     assert np.abs(rbd - fused).max() > 0.05
 
 
-
 def test_the_prior_computed_in_several_processes_is_the_same_and_skips_the_same_images(tmp_path):
     from PIL import Image
 

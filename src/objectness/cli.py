@@ -167,8 +167,9 @@ def _add_test_time_arguments(parser) -> None:
                              "of radius R times the shorter edge; 0 turns it off (default: the checkpoint's "
                              "data.test_guided_radius)")
     parser.add_argument("--guided-eps", type=_positive_float, metavar="E",
-                        help="the guided filter's regularisation, in squared colours of 0..1: the smaller, the more "
-                             "the map's edges follow the image's (default: the checkpoint's data.test_guided_eps)")
+                        help="the guided filter's regularisation, in squared colour units (colours in 0..1): the "
+                             "smaller, the more closely the map's edges follow the image's (default: the checkpoint's "
+                             "data.test_guided_eps)")
 
 
 def _positive_float(text: str) -> float:

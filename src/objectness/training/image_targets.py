@@ -38,7 +38,8 @@ def build_image_dataset(cfg: Config, device, seed: int) -> ImageDataset:
         targets.append((teacher_maps(cfg.loss.distill_from, images, device, cfg.data.map_cache), 1 - weight))
     if weight > 0:
         # By default the machine's cores, shared among torchrun's processes on it (each computes the maps).
-        workers = cfg.data.prior_workers or max(1, available_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        workers = cfg.data.prior_workers or max(1, available_cores() // local_processes)
         targets.append((prior_maps(images, cfg.loss.image_prior, cfg.data.map_cache, workers), weight))
     return ImageDataset(images, targets, cfg.data, seed)
 
