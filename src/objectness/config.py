@@ -122,6 +122,14 @@ class LossConfig:
     # loss.distill_gain): where the teachers and the prior disagree, or both are unsure, the
     # target is near 0.5 and teaches little; false counts every pixel the same.
     image_confidence: bool = False
+    # Not the paper's (0 there): the still images' objects (their target map as the alpha) pasted onto
+    # each other as loss.paste_weight pastes the video's (loss.paste_scale_range); the objectness channel
+    # learns each composite's map by a binary cross-entropy of this weight (training/step.py).
+    image_paste_weight: float = 0.0
+    # Not the paper's (0 there): on the same composites, the pasted object moves by one random affine
+    # motion and its new background by another; the masks fit that known flow as they fit a video's
+    # classical flow (loss.flow_fit_model), with this weight (objectives/pasted_motion.py).
+    image_motion_weight: float = 0.0
     # Not the paper's (0 there): during test-time adaptation, the objectness channel also learns the
     # unadapted model's own objectness maps (binary cross-entropy): an anchor, so that fitting the
     # video's motion does not move objectness to another channel (training/adapt.py).
@@ -511,7 +519,7 @@ def check_loss(cfg: LossConfig, model: Optional[ModelConfig] = None) -> None:
     _one_of("loss.flow_fit_model", cfg.flow_fit_model, ("affine", "constant"))
     for key in ("l1_weight", "ssim_weight", "occlusion_threshold", "smooth_weight", "flow_fit_weight",
                 "motion_mask_weight", "distill_weight", "paste_weight", "view_synthesis_weight", "image_weight",
-                "adapt_self_weight"):
+                "image_paste_weight", "image_motion_weight", "adapt_self_weight"):
         _non_negative(f"loss.{key}", getattr(cfg, key))
     if not cfg.level_weights:
         raise ConfigError("loss.level_weights must hold at least one weight, got []")
@@ -526,6 +534,9 @@ def check_loss(cfg: LossConfig, model: Optional[ModelConfig] = None) -> None:
         raise ConfigError(f"loss.image_prior must be one of {', '.join(IMAGE_PRIORS)}, got {cfg.image_prior!r}")
     if cfg.image_confidence and not cfg.image_weight:
         raise ConfigError("loss.image_confidence weighs the still images' pixels: it needs loss.image_weight > 0")
+    for key in ("image_paste_weight", "image_motion_weight"):
+        if getattr(cfg, key) and not cfg.image_weight:
+            raise ConfigError(f"loss.{key} pastes the still images' objects: it needs loss.image_weight > 0")
     _in_range("loss.distill_gain", cfg.distill_gain, 1, 100)
     if not (cfg.view_synthesis_weight or cfg.flow_fit_weight or cfg.motion_mask_weight or cfg.distill_weight
             or cfg.image_weight):
@@ -533,7 +544,7 @@ def check_loss(cfg: LossConfig, model: Optional[ModelConfig] = None) -> None:
                           "loss.flow_fit_weight, loss.motion_mask_weight, loss.distill_weight, "
                           "loss.image_weight): nothing to learn")
     scales = cfg.paste_scale_range
-    if cfg.paste_weight and not (len(scales) == 2 and all(_is_number(v) for v in scales)
+    if (cfg.paste_weight or cfg.image_paste_weight or cfg.image_motion_weight) and not (len(scales) == 2 and all(_is_number(v) for v in scales)
                                  and 0 < scales[0] <= scales[1] < math.inf):
         raise ConfigError(f"loss.paste_scale_range must be [low, high] with 0 < low <= high, got {list(scales)}")
     if cfg.distill_weight and cfg.motion_mask_weight and cfg.distill_channel != cfg.motion_mask_channel:

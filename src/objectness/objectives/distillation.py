@@ -30,6 +30,15 @@ def paste_objects(images: torch.Tensor, objectness: torch.Tensor, scale_range=(0
     and the background image's own objectness where the object leaves it seen.
     Not the paper's: it shows f_A objects away from the scenes they were filmed in.
     """
+    composites, _, target = pasted_layers(images, objectness, scale_range, generator)
+    return composites, target
+
+
+def pasted_layers(images: torch.Tensor, objectness: torch.Tensor, scale_range=(0.7, 1.3),
+                  generator=None) -> tuple:
+    """``paste_objects`` with the pasted object's alpha: (composites (B, 3, H, W), alpha (B, H, W),
+    their objectness (B, H, W)). The alpha is where the pasted object covers the background image
+    (objectives/pasted_motion.py moves it against that background)."""
     b = images.shape[0]
     low, high = scale_range
     uniform = lambda *shape: torch.rand(*shape, generator=generator, device="cpu")  # noqa: E731
@@ -47,7 +56,7 @@ def paste_objects(images: torch.Tensor, objectness: torch.Tensor, scale_range=(0
     alpha = (2 * moved[:, 3:] - 0.5).clamp(0, 1)  # faint glows (below 0.25) left behind, 0.75 and up opaque
     background, own = images.roll(1, 0).float(), objectness.roll(1, 0)[:, None].float()
     composites = alpha * moved[:, :3] + (1 - alpha) * background
-    return composites.to(images.dtype), (alpha + (1 - alpha) * own)[:, 0]
+    return composites.to(images.dtype), alpha[:, 0], (alpha + (1 - alpha) * own)[:, 0]
 
 
 def distillation_loss(target: torch.Tensor, masks: torch.Tensor, channel: int,

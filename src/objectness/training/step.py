@@ -2,7 +2,7 @@
 
 ``training_step`` reads top to bottom as the paper's method, with the terms
 that are not the paper's (flow fit, motion masks, distillation, pasted
-objects) after it, each off unless its weight is set. ``optimisation_step``
+objects, still images and their pasted motion) after it, each off unless its weight is set. ``optimisation_step``
 wraps it in autocast, backward and the optimizer; test-time adaptation
 (adapt.py) runs the same step.
 """
@@ -14,9 +14,10 @@ import torch.nn.functional as F
 from ..config import Config, ConfigError
 from ..device import autocast
 from ..model.amd import AMDOutput
-from ..objectives.distillation import confidence, distillation_loss, paste_objects
+from ..objectives.distillation import confidence, distillation_loss, paste_objects, pasted_layers
 from ..objectives.flow_fit import flow_fit_loss
 from ..objectives.motion_masks import motion_mask_loss
+from ..objectives.pasted_motion import pasted_motion_flow
 from ..objectives.view_synthesis import view_synthesis_loss
 from . import distributed
 from .run import poly_schedule
@@ -96,7 +97,30 @@ def training_step(model, frames, loss_cfg, flows=None, teachers=None, images=Non
         still = distillation_loss(sharpened(target, loss_cfg.distill_gain), masks, loss_cfg.distill_channel, weight)
         loss = loss + loss_cfg.image_weight * still
         terms["image"] = still.detach()
+        if loss_cfg.image_paste_weight or loss_cfg.image_motion_weight:
+            loss = loss + pasted_still_images(model, images, loss_cfg, terms)
     return loss, terms, out
+
+
+def pasted_still_images(model, images: dict, loss_cfg, terms: dict) -> torch.Tensor:
+    """The still images' objects pasted onto each other (objectives/distillation.py): the objectness
+    channel learns each composite's map (``loss.image_paste_weight``), and its masks fit the
+    composite's known flow, the pasted object moving against its new background
+    (``loss.image_motion_weight``; objectives/pasted_motion.py). Adds each term to ``terms``."""
+    composites, alpha, target = pasted_layers(images["images"], images["targets"], loss_cfg.paste_scale_range)
+    masks = distributed.unwrap(model).appearance(composites)  # (Bi, c, h, w)
+    loss = composites.new_zeros(())
+    if loss_cfg.image_paste_weight:
+        target = F.interpolate(target[:, None], size=tuple(masks.shape[-2:]), mode="area")[:, 0]
+        pasted = distillation_loss(sharpened(target, loss_cfg.distill_gain), masks, loss_cfg.distill_channel)
+        loss = loss + loss_cfg.image_paste_weight * pasted
+        terms["image_paste"] = pasted.detach()
+    if loss_cfg.image_motion_weight:
+        flow = pasted_motion_flow(alpha)[0].to(masks.device)
+        fit = flow_fit_loss(flow, masks, loss_cfg.flow_fit_model)
+        loss = loss + loss_cfg.image_motion_weight * fit
+        terms["image_motion"] = fit.detach()
+    return loss
 
 
 def sharpened(target: torch.Tensor, gain: float) -> torch.Tensor:
