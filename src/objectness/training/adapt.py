@@ -52,7 +52,8 @@ def adapt(segmenter: Segmenter, frames, steps: int, progress: bool = True, seed:
     cfg, device = segmenter.cfg, segmenter.device
     anchor = cfg.loss.adapt_self_weight
     cfg = dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, distill_weight=anchor, image_weight=0.0,
-                                                            paste_weight=0.0, distill_channel=segmenter.channel))
+                                                            paste_weight=0.0, image_paste_weight=0.0,
+                                                            image_motion_weight=0.0, distill_channel=segmenter.channel))
     if not (cfg.loss.view_synthesis_weight or cfg.loss.uses_classical_flow):
         if not segmenter.adaptation_noted:
             log.warning("this model was trained on its teachers' maps alone: without them there is no objective "
