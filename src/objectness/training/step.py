@@ -2,9 +2,9 @@
 
 ``training_step`` reads top to bottom as the paper's method, with the terms
 that are not the paper's (flow fit, motion masks, distillation, pasted
-objects, still images and their pasted motion) after it, each off unless its weight is set. ``optimisation_step``
-wraps it in autocast, backward and the optimizer; test-time adaptation
-(adapt.py) runs the same step.
+objects, still images, their objects pasted and moved) after it, each off
+unless its weight is set. ``optimisation_step`` wraps it in autocast,
+backward and the optimizer; test-time adaptation (adapt.py) runs the same step.
 """
 import dataclasses
 
