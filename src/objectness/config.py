@@ -543,9 +543,9 @@ def check_loss(cfg: LossConfig, model: Optional[ModelConfig] = None) -> None:
         raise ConfigError("every term of the objective has weight 0 (loss.view_synthesis_weight, "
                           "loss.flow_fit_weight, loss.motion_mask_weight, loss.distill_weight, "
                           "loss.image_weight): nothing to learn")
-    scales = cfg.paste_scale_range
-    if (cfg.paste_weight or cfg.image_paste_weight or cfg.image_motion_weight) and not (len(scales) == 2 and all(_is_number(v) for v in scales)
-                                 and 0 < scales[0] <= scales[1] < math.inf):
+    scales, pasting = cfg.paste_scale_range, cfg.paste_weight or cfg.image_paste_weight or cfg.image_motion_weight
+    if pasting and not (len(scales) == 2 and all(_is_number(v) for v in scales)
+                        and 0 < scales[0] <= scales[1] < math.inf):
         raise ConfigError(f"loss.paste_scale_range must be [low, high] with 0 < low <= high, got {list(scales)}")
     if cfg.distill_weight and cfg.motion_mask_weight and cfg.distill_channel != cfg.motion_mask_channel:
         raise ConfigError("loss.distill_channel and loss.motion_mask_channel teach two channels to be the "
