@@ -56,6 +56,15 @@ def test_a_known_pasted_motion_is_recovered_by_masks_that_part_the_object():
     assert flow_fit_loss(flow, parted) < flow_fit_loss(flow, shifted) < flow_fit_loss(flow, blind)
 
 
+def test_the_known_flow_stays_in_fp32_under_bf16_training():
+    alpha = torch.zeros(1, 192, 384)
+    alpha[:, 40:120, 100:260] = 1
+    exact = pasted_motion_flow(alpha, generator=torch.Generator().manual_seed(2))[0]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        flow = pasted_motion_flow(alpha, generator=torch.Generator().manual_seed(2))[0]
+    assert flow.dtype == torch.float32 and torch.allclose(flow, exact, atol=1e-4)
+
+
 def test_pasted_layers_give_the_alpha_that_composes_the_pasted_image():
     generator = torch.Generator().manual_seed(1)
     images = torch.rand(3, 3, 24, 32)

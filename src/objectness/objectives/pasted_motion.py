@@ -53,5 +53,6 @@ def pasted_motion_flow(alpha: torch.Tensor, generator=None) -> tuple:
     background = random_affine(b, *BACKGROUND_MOTION, generator=generator)
     moved = random_affine(b, *OBJECT_MOTION, generator=generator)
     alpha = alpha.float()[:, None].cpu()
-    flow = alpha * affine_flow(moved, height, width) + (1 - alpha) * affine_flow(background, height, width)
+    with torch.autocast("cpu", enabled=False):  # in fp32 under bf16 training too: a known flow, exactly
+        flow = alpha * affine_flow(moved, height, width) + (1 - alpha) * affine_flow(background, height, width)
     return flow, moved, background
