@@ -39,20 +39,21 @@ def affine_flow(theta: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """(B, 2, H, W): the flow in pixels (x, y) that the motions ``theta`` (B, 2, 3) give each pixel
     centre of an H x W image (normalised coordinates as ``F.affine_grid`` with align_corners False)."""
     grid = F.affine_grid(theta, [theta.shape[0], 1, height, width], align_corners=False)  # (B, H, W, 2): M x + t
-    identity = torch.eye(2, 3).expand_as(theta)
+    identity = torch.eye(2, 3, device=theta.device).expand_as(theta)
     points = F.affine_grid(identity, [theta.shape[0], 1, height, width], align_corners=False)
-    displacement = (grid - points) * torch.tensor([width / 2, height / 2])  # grid units to pixels
+    displacement = (grid - points) * theta.new_tensor([width / 2, height / 2])  # grid units to pixels
     return displacement.permute(0, 3, 1, 2)
 
 
 def pasted_motion_flow(alpha: torch.Tensor, generator=None) -> tuple:
     """The known flow of composites whose pasted object (``alpha`` (B, H, W) in 0..1) moves by one
-    random affine motion and the rest by another: (flow (B, 2, H, W) in pixels, the object's
-    motions (B, 2, 3), the background's (B, 2, 3))."""
+    random affine motion and the rest by another: (flow (B, 2, H, W) in pixels on alpha's device,
+    the object's motions (B, 2, 3), the background's (B, 2, 3); the motions drawn on the CPU)."""
     b, height, width = alpha.shape
     background = random_affine(b, *BACKGROUND_MOTION, generator=generator)
     moved = random_affine(b, *OBJECT_MOTION, generator=generator)
-    alpha = alpha.float()[:, None].cpu()
-    with torch.autocast("cpu", enabled=False):  # in fp32 under bf16 training too: a known flow, exactly
-        flow = alpha * affine_flow(moved, height, width) + (1 - alpha) * affine_flow(background, height, width)
+    alpha = alpha.float()[:, None]
+    with torch.autocast(alpha.device.type, enabled=False):  # in fp32 under bf16 training too: a known flow, exactly
+        flow = (alpha * affine_flow(moved.to(alpha.device), height, width)
+                + (1 - alpha) * affine_flow(background.to(alpha.device), height, width))
     return flow, moved, background

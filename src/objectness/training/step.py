@@ -116,7 +116,7 @@ def pasted_still_images(model, images: dict, loss_cfg, terms: dict) -> torch.Ten
         loss = loss + loss_cfg.image_paste_weight * pasted
         terms["image_paste"] = pasted.detach()
     if loss_cfg.image_motion_weight:
-        flow = pasted_motion_flow(alpha)[0].to(masks.device)
+        flow = pasted_motion_flow(alpha)[0]  # on the composites' device
         fit = flow_fit_loss(flow, masks, loss_cfg.flow_fit_model)
         loss = loss + loss_cfg.image_motion_weight * fit
         terms["image_motion"] = fit.detach()
